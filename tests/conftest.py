@@ -1,0 +1,96 @@
+"""Shared fixtures: the read-only ../shared folder (weights, Set5) and free photos from scikit-image.
+
+Where ../shared is absent, its tests skip with the reason on a user's machine but fail under CI (CI is set),
+so a broken path can never turn the real-weights tests into silent skips.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png")
+
+
+def shared_path(relative: str) -> Path:
+    """A path under ../shared, or a skip (a failure under CI) when it is missing."""
+    path = SHARED / relative
+    if not path.exists():
+        message = f"{path} not found: the real-weights tests need the read-only ../shared folder beside the repo"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    return shared_path("weights/team44_LSANet.pth")
+
+
+@pytest.fixture(scope="session")
+def public_model(weights_path: Path):
+    from export.checkpoint import load_checkpoint
+
+    return load_checkpoint(weights_path)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, path
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+@pytest.fixture(scope="session")
+def set5() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, LR, HR) uint8 RGB triples of Set5 x4 as shipped in ../shared/data/Set5."""
+    folder = shared_path("data/Set5")
+    pairs = []
+    for lr in sorted(folder.glob("*_LR.png")):
+        pairs.append((lr.name, read_rgb(lr), read_rgb(lr.with_name(lr.name.replace("_LR", "_HR")))))
+    assert len(pairs) == 5
+    return pairs
+
+
+def matlab_downscale(hr: np.ndarray, scale: int = 4) -> np.ndarray:
+    """MATLAB-exact bicubic x1/scale of an RGB uint8 image (the degradation LSANet was trained on)."""
+    import torch
+    from bicubic_pytorch import core
+
+    h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+    x = torch.from_numpy(hr[:h, :w].astype(np.float32)).permute(2, 0, 1)[None]
+    lr = core.imresize(x, scale=1 / scale)
+    return lr[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, LR, HR) uint8 RGB triples from scikit-image's free photos, HR cropped to a multiple of 4."""
+    from skimage import data
+
+    triples = []
+    for name in SKIMAGE_PHOTOS:
+        hr = getattr(data, name.removesuffix(".png"))()
+        lr = matlab_downscale(hr)
+        triples.append((name, lr, hr[: lr.shape[0] * 4, : lr.shape[1] * 4]))
+    return triples
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """The SR benchmark convention: clamp to [0, 1], times 255, round."""
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_nchw(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+
+
+def to_hwc(batch: np.ndarray) -> np.ndarray:
+    return batch[0].transpose(1, 2, 0)
