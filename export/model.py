@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SCALE = 4
+from export.contract import MIN_SIZE, SCALE
+
 FEATURES = 36
 BLOCKS = 6
 ESA_CHANNELS = 16
-MIN_SIZE = 15
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 SOBEL_DX = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))

@@ -18,11 +18,10 @@ import torch
 
 from export.errors import DeployError
 from export.fuse import fuse
-from export.model import MIN_SIZE, LSANet
+from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
+from export.model import LSANet
 
 OPSET = 18
-INPUT_NAME = "lr"
-OUTPUT_NAME = "sr"
 MAX_SIDE = 16384
 MAX_BATCH = 256
 

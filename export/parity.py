@@ -19,7 +19,7 @@ import torch
 from export.errors import DeployError
 from export.hard_inputs import hard_inputs
 from export.metrics import Comparison, compare
-from export.onnx_export import INPUT_NAME
+from export.contract import INPUT_NAME
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 CHAOTIC = ("uniform-noise", "binary-noise", "checkerboard")

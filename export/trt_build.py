@@ -18,7 +18,7 @@ from pathlib import Path
 from export.cuda_device import CudaDevice, cuda_device
 from export.errors import DeployError
 from export.fileutil import atomic_write_bytes, sha256_file
-from export.model import MIN_SIZE
+from export.contract import MIN_SIZE
 
 MODULES = {"rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
 RTX_DEFAULT_TARGETS = ("SM86", "SM89", "SM120")
@@ -89,7 +89,7 @@ def flavor_status(flavor: str) -> str | None:
     return None
 
 
-def _logger(trt):
+def capture_logger(trt):
     """A TensorRT logger that keeps warnings and errors: some reasons only ever reach the logger."""
 
     class Capture(trt.ILogger):
@@ -166,7 +166,7 @@ def build_engine(
     if reuse_from is not None and (sidecar := _reusable(reuse_from, key)):
         return EngineResult(reuse_from, sidecar, reused=True)
 
-    logger = _logger(trt)
+    logger = capture_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)

@@ -7,6 +7,8 @@ so a broken path can never turn the real-weights tests into silent skips.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +96,19 @@ def to_nchw(rgb: np.ndarray) -> np.ndarray:
 
 def to_hwc(batch: np.ndarray) -> np.ndarray:
     return batch[0].transpose(1, 2, 0)
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run export.py or upscale.py as a user would, from the repo root unless told otherwise."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, weights_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real `export.py --fp16` run for the whole session: (its output folder, the finished process)."""
+    out = tmp_path_factory.mktemp("engines")
+    result = run_script("export.py", "--ckpt", str(weights_path), "--fp16", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result

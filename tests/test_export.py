@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -19,7 +18,7 @@ from export.manifest import load_manifest
 from export.parity import ParityError
 from export.pipeline import ExportConfig, run_export
 from export.trt_build import EngineBuildError, Profile, build_engine
-from tests.conftest import ROOT
+from tests.conftest import run_script
 
 SIDECAR_KEYS = {
     "flavor", "module", "version", "onnx_sha256", "opset", "precision", "profile", "io",
@@ -28,15 +27,7 @@ SIDECAR_KEYS = {
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "export.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, weights_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    out = tmp_path_factory.mktemp("engines")
-    result = run_cli("--ckpt", str(weights_path), "--fp16", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out, result
+    return run_script("export.py", *args)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

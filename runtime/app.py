@@ -1,0 +1,70 @@
+"""What `upscale.py` does, as a library call: pick the model and backend, then upscale the files."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.imageio import Image
+from runtime.job import Options, resolve_inputs, run_job, tiles_for, upscale_image
+from runtime.selection import choose_backend, resolve_model, tile_config
+
+
+@dataclass
+class Request:
+    inputs: str
+    options: Options
+    backend: str = "auto"
+    precision: str | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    ckpt: Path | None = None
+    onnx: Path | None = None
+    engine: Path | None = None
+    engines_dir: Path = Path("engines")
+    key: str | None = None
+    quiet: bool = False
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def upscale_files(request: Request) -> int:
+    """Run the request; returns the exit status (1 if any image failed). DeployError escapes for setup errors."""
+    from tqdm import tqdm
+
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
+    sources, single = resolve_inputs(request.inputs)
+    model = resolve_model(request.ckpt, request.onnx, request.engine, request.engines_dir, request.key)
+    backend = choose_backend(request.backend, model, request.precision)
+    config = tile_config(backend, request.tile, request.overlap)
+    if not request.quiet:
+        _say(f"model: {model.origin}")
+        _say(f"backend: {backend.describe()} - {backend.reason}")
+        for line in getattr(backend, "skipped", []):
+            _say(f"  skipped {line}")
+    rerun = backend.fp32_rerun()
+    with backend:
+        if rerun is not None:
+            rerun.activate()
+        images = tqdm(total=len(sources), unit="image", disable=request.quiet or single, file=sys.stderr)
+
+        def upscale_one(image: Image, source: Path) -> Image:
+            total = tiles_for(image, config)
+            with tqdm(total=total, unit="tile", desc=source.name, leave=False, disable=request.quiet or total < 2,
+                      file=sys.stderr) as bar:  # fmt: skip
+                result = upscale_image(image, backend.infer, config, rerun.infer if rerun else None, bar.update)
+            images.update(1)
+            return result
+
+        outcome = run_job(sources, single, request.options, upscale_one, lambda path, msg: images.write(f"error: {msg}", sys.stderr))
+        images.close()
+        if rerun is not None:
+            rerun.deactivate()
+    if not request.quiet or outcome.failed:
+        done = f"{len(outcome.written)} written, {len(outcome.failed)} failed"
+        _say(f"{done}: {outcome.written[0]}" if single and outcome.written else done)
+    return 1 if outcome.failed else 0

@@ -1,0 +1,98 @@
+"""The one small interface every backend shares (after Polygraphy's runners).
+
+`activate()` allocates sessions and buffers, `infer(batch)` checks the batch once and calls the
+backend's `infer_impl`, `deactivate()` frees; a backend is also a context manager. Out-of-memory is
+reported as MemoryError (the tiler then halves its tiles), whatever the backend's own exception was.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from export.contract import MIN_SIZE
+from export.errors import DeployError
+
+
+class BackendError(DeployError):
+    """A backend that cannot be loaded or cannot run here; the message says why and what to do."""
+
+
+class BackendOutOfMemory(MemoryError):
+    """The device or host ran out of memory for this batch."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The input shapes a backend accepts: sides in [min_side, max_side], batch up to max_batch."""
+
+    min_side: int = MIN_SIZE
+    max_side: int | None = None
+    max_batch: int | None = None
+
+
+class Backend(ABC):
+    """Runs LSANet on N x 3 x H x W float32 RGB batches in [0, 1], returning N x 3 x 4H x 4W float32."""
+
+    name: str = "backend"
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self.active = False
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
+
+    @property
+    def precision(self) -> str:
+        return "fp32"
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.precision})"
+
+    def activate(self) -> None:
+        if not self.active:
+            self.activate_impl()
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            self.deactivate_impl()
+            self.active = False
+
+    def __enter__(self) -> Backend:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Check the batch against the interface and the backend's limits, then run it."""
+        if not self.active:
+            raise BackendError(f"{self.name}: infer() before activate()")
+        if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected an N x 3 x H x W float32 batch, got {batch.shape} {batch.dtype}")
+        n, _, h, w = batch.shape
+        limits = self.limits
+        if min(h, w) < limits.min_side or (limits.max_side is not None and max(h, w) > limits.max_side):
+            raise ValueError(f"{self.name}: {h}x{w} is outside the sides this backend accepts ({limits})")
+        if limits.max_batch is not None and n > limits.max_batch:
+            raise ValueError(f"{self.name}: batch {n} exceeds {limits.max_batch}")
+        return self.infer_impl(np.ascontiguousarray(batch))
+
+    def fp32_rerun(self) -> Backend | None:
+        """A backend that reruns tiles in FP32 when this one returns NaN/Inf; None if it is FP32 already."""
+        return None
+
+    @abstractmethod
+    def activate_impl(self) -> None: ...
+
+    @abstractmethod
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def deactivate_impl(self) -> None:
+        """Drop sessions and buffers; most backends just let go of their references."""

@@ -1,0 +1,86 @@
+"""Every backend that runs here agrees with the PyTorch reference on real images, within stated bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from export.metrics import compare
+from export.parity import THRESHOLDS
+from runtime.backend import BackendError
+from runtime.openvino_backend import OpenVINOBackend
+from runtime.ort_backend import ORTBackend
+from runtime.selection import Model, choose_backend
+from runtime.torch_backend import TorchBackend
+from tests.conftest import to_nchw
+
+# OpenVINO pinned to f32 reorders sums (Winograd 3x3 convs): measured 1.7e-6 on Set5, like ORT's 8e-6.
+FP32_BOUND = THRESHOLDS.fp32_max_abs
+
+
+def backends(exported, weights_path):
+    out = exported[0]
+    return {
+        "openvino": OpenVINOBackend(out / "lsanet_x4_fp32.onnx"),
+        "onnxruntime-fp32": ORTBackend(out / "lsanet_x4_fp32.onnx", "fp32", "cpu"),
+        "onnxruntime-fp16": ORTBackend(out / "lsanet_x4_fp16.onnx", "fp16", "cpu", fp32_path=out / "lsanet_x4_fp32.onnx"),
+        "torch": TorchBackend(weights_path, device="cpu"),
+    }
+
+
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime-fp32", "onnxruntime-fp16", "torch"])
+def test_backend_matches_pytorch_on_real_images(exported, weights_path, public_model, set5, photos, name) -> None:
+    backend = backends(exported, weights_path)[name]
+    with backend:
+        for image, lr, _ in set5 + photos:
+            x = to_nchw(lr)
+            with torch.no_grad():
+                reference = public_model(torch.from_numpy(x)).numpy()
+            result = compare(reference, backend.infer(x))
+            assert result.nonfinite == 0
+            if name == "onnxruntime-fp16":
+                clamped = compare(np.clip(reference, 0, 1), np.clip(backend.infer(x), 0, 1))
+                assert clamped.psnr >= THRESHOLDS.fp16_min_psnr and clamped.max_abs <= THRESHOLDS.fp16_max_abs, image
+            else:
+                assert result.max_abs <= FP32_BOUND, (name, image, result)
+
+
+def test_interface_checks_batches(exported, weights_path) -> None:
+    backend = backends(exported, weights_path)["onnxruntime-fp32"]
+    with pytest.raises(BackendError, match="before activate"):
+        backend.infer(np.zeros((1, 3, 16, 16), np.float32))
+    with backend:
+        with pytest.raises(ValueError, match="float32"):
+            backend.infer(np.zeros((1, 3, 16, 16), np.float64))
+        with pytest.raises(ValueError, match="outside the sides"):
+            backend.infer(np.zeros((1, 3, 8, 16), np.float32))
+        out = backend.infer(np.zeros((3, 3, 16, 20), np.float32))
+        assert out.shape == (3, 3, 64, 80)
+
+
+def test_fp16_backend_offers_an_fp32_rerun(exported, weights_path) -> None:
+    rerun = backends(exported, weights_path)["onnxruntime-fp16"].fp32_rerun()
+    assert rerun is not None and rerun.precision == "fp32"
+    assert backends(exported, weights_path)["openvino"].fp32_rerun() is None
+
+
+def test_auto_picks_openvino_without_a_gpu_and_says_why(exported) -> None:
+    out = exported[0]
+    model = Model("test", onnx={"fp32": out / "lsanet_x4_fp32.onnx", "fp16": out / "lsanet_x4_fp16.onnx"},
+                  engines={"rtx": out / "lsanet_x4_fp16.rtx.engine"})  # fmt: skip
+    backend = choose_backend("auto", model)
+    from export.cuda_device import cuda_device
+
+    if cuda_device() is not None:
+        pytest.skip("a GPU is present: auto picks a GPU backend (tests/test_trt_exec.py)")
+    assert backend.name == "openvino" and "fastest CPU backend" in backend.reason
+    assert any("tensorrt-rtx: no NVIDIA GPU found" in line for line in backend.skipped)
+
+
+def test_explicit_backend_that_cannot_run_says_why(exported) -> None:
+    model = Model("test", onnx={"fp32": exported[0] / "lsanet_x4_fp32.onnx"})
+    with pytest.raises(BackendError, match="backend torch cannot run: needs a checkpoint"):
+        choose_backend("torch", model)
+    with pytest.raises(BackendError, match="backend tensorrt-rtx cannot run"):
+        choose_backend("tensorrt-rtx", model)

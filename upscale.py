@@ -1,0 +1,70 @@
+"""Upscale images x4 with LSANet: a file, a folder or a glob, through the fastest backend available.
+
+Only parses arguments and calls the library in runtime/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BACKENDS = ("auto", "tensorrt-rtx", "tensorrt", "onnxruntime", "openvino", "torch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input", help="an image, a folder of images, or a glob such as 'photos/*.jpg'")
+    parser.add_argument("output", nargs="?", type=Path,
+                        help="output file (one input) or folder; default: beside each input, with --suffix")  # fmt: skip
+    parser.add_argument("--suffix", default="_x4", help="added to output names (default: _x4)")
+    parser.add_argument("--ext", help="output format, e.g. png (default: the input's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="default: the fastest that can run here")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="FP16 graph/engine")
+    precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="FP32 graph/engine")
+    parser.add_argument("--tile", type=int, help="largest LR side of one pass (default 512; 0 = whole image)")
+    parser.add_argument("--overlap", type=int, help="LR pixels of context around each tile (default 48)")
+    parser.add_argument("--ckpt", type=Path, help="use this checkpoint instead of engines/manifest.json")
+    parser.add_argument("--onnx", type=Path, help="use this ONNX graph")
+    parser.add_argument("--engine", type=Path, help="use this TensorRT engine (its .json sidecar beside it)")
+    parser.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where export.py wrote (default engines/)")
+    parser.add_argument("--key", choices=["params_ema", "params"], help="state_dict in --ckpt (default params_ema)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from export.errors import DeployError
+    from runtime.app import Request, upscale_files
+    from runtime.job import Options
+
+    request = Request(
+        inputs=args.input,
+        options=Options(args.output, args.suffix, args.ext, args.overwrite),
+        backend=args.backend,
+        precision=args.precision,
+        tile=args.tile,
+        overlap=args.overlap,
+        ckpt=args.ckpt,
+        onnx=args.onnx,
+        engine=args.engine,
+        engines_dir=args.engines_dir,
+        key=args.key,
+        quiet=args.quiet,
+    )
+    try:
+        return upscale_files(request)
+    except (DeployError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
