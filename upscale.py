@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="FP16 graph/engine")
     precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="FP32 graph/engine")
     parser.add_argument("--tile", type=int, help="largest LR side of one pass (default 512; 0 = whole image)")
-    parser.add_argument("--overlap", type=int, help="LR pixels of context around each tile (default 48)")
+    parser.add_argument("--overlap", type=int, help="LR pixels of context around each tile (default 16)")
     parser.add_argument("--ckpt", type=Path, help="use this checkpoint instead of engines/manifest.json")
     parser.add_argument("--onnx", type=Path, help="use this ONNX graph")
     parser.add_argument("--engine", type=Path, help="use this TensorRT engine (its .json sidecar beside it)")

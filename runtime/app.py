@@ -44,7 +44,7 @@ def upscale_files(request: Request) -> int:
     if not request.quiet:
         _say(f"model: {model.origin}")
         _say(f"backend: {backend.describe()} - {backend.reason}")
-        for line in getattr(backend, "skipped", []):
+        for line in backend.skipped:
             _say(f"  skipped {line}")
     rerun = backend.fp32_rerun()
     with backend:

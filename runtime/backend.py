@@ -39,7 +39,8 @@ class Backend(ABC):
     name: str = "backend"
 
     def __init__(self) -> None:
-        self.reason = ""
+        self.reason = ""  # why it was chosen, for the user
+        self.skipped: list[str] = []  # better-ranked backends passed over, each with its reason
         self.active = False
 
     @property

@@ -199,4 +199,5 @@ def tile_config(backend: Backend, tile: int | None = None, overlap: int | None =
         overlap=default.overlap if overlap is None else overlap,
         batch=min(limits.max_batch or 1, default.batch),
         min_side=limits.min_side,
+        max_side=limits.max_side,
     )

@@ -1,19 +1,19 @@
 """Split an image into tiles, run them in batches through any `run(batch) -> batch` callable, stitch.
 
-Knows nothing about backends. All tiles of an image have one shape: edge tiles are shifted inward so
-every tile is full size, and images smaller than the minimum side are padded (symmetric) and cropped back.
-Neighbouring tiles overlap; each keeps the part of its output nearest its centre, cut at the middle of the
-overlap. Tile origins fall on multiples of `align` (LSANet: 6, the stride of its attention's pooling grid,
-so that tiles pool the same windows as the whole image; the image is padded at the bottom and right
-where needed and cropped back). The output is assembled directly in the input's integer dtype; only one batch of tiles is ever
-held in float32, and the input is converted to float tile by tile.
+Knows nothing about backends. An image that fits the pixel budget runs whole, in one pass. Otherwise it is
+cut into a grid of equal, overlapping tiles (the grid that runs the fewest pixels within the budget); each
+tile keeps the part of its output nearest its centre, cut at the middle of the overlap. Tile origins fall
+on multiples of `align` (LSANet: 6, the stride of its attention's pooling grid, so that tiles pool the
+same windows as the whole image). Images smaller than the minimum side, or whose last tile needs it, are
+padded (symmetric) at the bottom and right and cropped back. The output is assembled directly in the
+input's integer dtype; only one batch of tiles is ever held in float32, converted from the input tile by tile.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,23 +22,30 @@ Run = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class TileConfig:
-    """`tile`: the largest LR side one pass may have (an image that fits runs whole, in one pass);
+    """`tile`: one pass holds at most tile x tile LR pixels (the memory budget; an image that fits runs
+    whole); `max_side`: the longest side a pass may have (a TensorRT profile's limit; None = any);
     `overlap`: LR pixels of context each tile gets beyond what it keeps; `align`: tile origins fall on its
-    multiples. Tiles are of equal size within an image."""
+    multiples. Tiles are of equal shape within an image."""
 
     tile: int = 512
-    overlap: int = 48
+    overlap: int = 16
     batch: int = 1
     min_side: int = 15
+    max_side: int | None = None
     align: int = 6
     scale: int = 4
 
     def __post_init__(self) -> None:
         if self.overlap < 0 or self.batch < 1:
             raise ValueError("overlap must be >= 0 and batch >= 1")
-        smallest = max(self.min_side, 2 * self.overlap + self.align)
-        if self.tile < smallest:
-            raise ValueError(f"tile {self.tile} must be >= {smallest} (min side, and 2 x overlap + {self.align})")
+        if min(self.tile, self.max_side or self.tile) < self.smallest_tile:
+            raise ValueError(
+                f"tile {self.tile} must be >= {self.smallest_tile} (min side, and 2 x overlap + {self.align + 1})"
+            )
+
+    @property
+    def smallest_tile(self) -> int:
+        return max(self.min_side, 2 * self.overlap + self.align + 1)
 
 
 @dataclass(frozen=True)
@@ -59,26 +66,39 @@ class Axis:
     spans: list[Span]
 
 
-def split_axis(length: int, max_tile: int, overlap: int, align: int = 1) -> Axis:
-    """The fewest equal tiles of at most `max_tile` that cover `length` with `overlap` of context each side.
+def tile_length(length: int, count: int, overlap: int, align: int = 1) -> int:
+    """The length of `count` equal tiles covering `length` with `overlap` of context each side.
 
-    Tile origins are multiples of `align`; the axis is padded (at its end) so that the last one is too.
-    Each tile keeps what lies between the midpoints of its overlaps with its neighbours.
+    Origins rounded down to `align` can come up to align - 1 closer than even spacing; that is allowed for.
     """
-    if length <= max_tile:
-        return Axis(length, length, [Span(0, 0, length)])
-    count = 2
-    while True:
-        # Origins rounded down to `align` can come up to align - 1 closer than the even spacing.
-        tile = -(-(length + (count - 1) * (2 * overlap + align)) // count)
-        if tile <= max_tile:
-            break
-        count += 1
+    if count == 1:
+        return length
+    return -(-(length + (count - 1) * (2 * overlap + align)) // count)
+
+
+def split_axis(length: int, count: int, overlap: int, align: int = 1) -> Axis:
+    """`count` equal tiles over `length`, origins on multiples of `align` (the axis is padded at its end so
+    that the last one is too); each tile keeps what lies between the midpoints of its overlaps."""
+    tile = tile_length(length, count, overlap, align)
+    if count == 1:
+        return Axis(length, tile, [Span(0, 0, length)])
     padded = length + (-(length - tile)) % align
     last = padded - tile
     starts = [i * last // (count - 1) // align * align for i in range(count - 1)] + [last]
     cuts = [0] + [(nxt + prev + tile) // 2 for prev, nxt in zip(starts, starts[1:])] + [padded]
     return Axis(padded, tile, [Span(st, cuts[i], cuts[i + 1]) for i, st in enumerate(starts)])
+
+
+def _fewest(length: int, limit: int, overlap: int, align: int) -> int | None:
+    """The fewest tiles whose length is at most `limit`, or None if none can be that short."""
+    if limit >= length:
+        return 1
+    if limit < 2 * overlap + align + 1:
+        return None
+    count = 2
+    while tile_length(length, count, overlap, align) > limit:
+        count += 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -99,10 +119,27 @@ class Plan:
 
 
 def plan(height: int, width: int, config: TileConfig) -> Plan:
-    """How an image of height x width LR pixels is padded and cut."""
+    """How an image of height x width LR pixels is padded and cut: of all grids whose tiles hold at most
+    tile x tile pixels and max_side per side, the one that runs the fewest pixels (then the fewest tiles)."""
     height, width = max(height, config.min_side), max(width, config.min_side)
-    ys = split_axis(height, config.tile, config.overlap, config.align)
-    xs = split_axis(width, config.tile, config.overlap, config.align)
+    budget, side = config.tile * config.tile, config.max_side or max(height, width)
+    best: tuple[int, int, int, int] | None = None
+    for rows in range(1, height + 1):
+        tile_h = tile_length(height, rows, config.overlap, config.align)
+        if tile_h > side:
+            continue
+        cols = _fewest(width, min(side, budget // tile_h), config.overlap, config.align)
+        if cols is not None:
+            cost = rows * cols * tile_h * tile_length(width, cols, config.overlap, config.align)
+            if best is None or (cost, rows * cols) < (best[0], best[1] * best[2]):
+                best = (cost, rows, cols, tile_h)
+        # Thinner rows only add overlap: stop once they are well below a square tile and a grid was found.
+        if tile_h < config.smallest_tile or (best is not None and 4 * tile_h < config.tile):
+            break
+    if best is None:
+        raise ValueError(f"no tiling of {height}x{width} fits tile {config.tile} and max side {config.max_side}")
+    ys = split_axis(height, best[1], config.overlap, config.align)
+    xs = split_axis(width, best[2], config.overlap, config.align)
     return Plan(ys.length, xs.length, ys.tile, xs.tile, [Tile(y, x) for y in ys.spans for x in xs.spans])
 
 
@@ -137,10 +174,10 @@ def upscale(
             return _upscale_once(image, run, config, rerun_fp32, progress)
         except MemoryError:
             smaller = config.tile // 2
-            if smaller < max(config.min_side, 2 * config.overlap + 1):
+            if smaller < config.smallest_tile:
                 raise
             warnings.warn(f"out of memory at tile {config.tile}; retrying with tile {smaller}", stacklevel=2)
-            config = TileConfig(smaller, config.overlap, config.batch, config.min_side, config.align, config.scale)
+            config = replace(config, tile=smaller, max_side=min(config.max_side or smaller, smaller))
 
 
 def count_tiles(height: int, width: int, config: TileConfig) -> int:
