@@ -1,6 +1,6 @@
 """CPU/GPU throughput of every backend that runs here, side by side in one process, on real photos.
 
-    python bench/benchmark.py --ckpt ../shared/weights/team44_LSANet.pth [--engines-dir engines] [--repeats 7]
+    python -m bench.benchmark --ckpt ../shared/weights/team44_LSANet.pth [--engines-dir engines] [--repeats 7]
 
 Needs `python export.py --ckpt ... --fp16` first (for the ONNX graphs). Timing is round-robin, so that the
 machine's drift hits every backend alike: all backends are loaded and warmed up, then each round runs one

@@ -1,7 +1,7 @@
 """End to end, as a user meets it: `python upscale.py photo.png out.png` against the reference PyTorch eager
 script on the same 1000x872 photo, alternating, whole processes (start-up, decoding, inference, PNG writing).
 
-    python bench/e2e.py --ckpt ../shared/weights/team44_LSANet.pth [--rounds 3]
+    python -m bench.e2e --ckpt ../shared/weights/team44_LSANet.pth [--rounds 3]
 
 Needs `python export.py --ckpt ... --fp16` first (upscale.py takes its model from engines/manifest.json).
 Prints each run's wall time and peak RSS (the child's ru_maxrss), then medians and the speed ratio.

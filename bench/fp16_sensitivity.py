@@ -1,6 +1,6 @@
 """Which parts of LSANet lose accuracy in FP16, and how well-conditioned is the network itself?
 
-    python bench/fp16_sensitivity.py --ckpt ../shared/weights/team44_LSANet.pth
+    python -m bench.fp16_sensitivity --ckpt ../shared/weights/team44_LSANet.pth
 
 Part 1 keeps groups of nodes in FP32 (explicit Casts around them) and reports, per input, the max abs error
 (in 1/255) and PSNR of the clamped FP16 output against FP32, both in ONNX Runtime. Part 2 measures, in

@@ -1,12 +1,13 @@
 """Choose tile size and overlap by measurement: tiled vs whole-image output on real photos.
 
-    python bench/tiling_quality.py --onnx engines/lsanet_x4_fp32.onnx [--set5 ../shared/data/Set5]
+    python -m bench.tiling_quality --onnx engines/lsanet_x4_fp32.onnx [--set5 ../shared/data/Set5]
 
 LSANet's attention (stride-2 conv, 7x7/3 max-pool, bilinear upsampling of the pooled map) lets every output
 pixel see far beyond a 3x3 neighbourhood, so tile results depend on tile geometry. Two tables:
   1. Large inputs (scikit-image photos at native size used as LR input, 400x600 to 1411x1411): PSNR of
      tiled against whole-image output, the worst error on the cut lines (where a seam would show) against
-     elsewhere, and the time of tiled against whole-image runs.
+     elsewhere, and the time of tiled against whole-image runs. Two reference rows give the scale: the
+     whole-image output when the input moves by up to half a grey level, and the FP16 graph's output.
   2. With ground truth (Set5 and scikit-image photos downscaled with MATLAB bicubic): Y-PSNR loss of tiled
      against whole-image output, on tiles small enough to cut these small LR images.
 """
@@ -23,6 +24,7 @@ from skimage import data
 
 from export.metrics import psnr, y_psnr
 from runtime.openvino_backend import OpenVINOBackend
+from runtime.ort_backend import ORTBackend
 from runtime.tiling import TileConfig, plan, upscale
 
 WHOLE = TileConfig(tile=10**6)
@@ -80,6 +82,17 @@ def main() -> None:
         start = time.perf_counter()
         wholes[name] = upscale(img, run, WHOLE)
         whole_time += time.perf_counter() - start
+    rng = np.random.default_rng(0)
+
+    def perturbed(batch: np.ndarray) -> np.ndarray:
+        noise = rng.uniform(-0.5 / 255, 0.5 / 255, batch.shape).astype(np.float32)
+        return run(np.clip(batch + noise, 0, 1))
+
+    fp16 = ORTBackend(args.onnx.with_name("lsanet_x4_fp16.onnx"), "fp16", "cpu")
+    fp16.activate()
+    for label, other in (("input +-0.5 grey (whole)", perturbed), ("FP16 graph (whole)", fp16.infer)):
+        scores = [psnr(upscale(img, other, WHOLE), wholes[name], 255.0) for name, img in large.items()]
+        print(f"| reference: {label} | - | {min(scores):.1f} / {np.median(scores):.1f} | - | - |")
     for tile in (256, 384, 512, 640):
         for overlap in (8, 16, 32, 48):
             config = TileConfig(tile=tile, overlap=overlap)
