@@ -77,18 +77,37 @@ def test_backends_agree_on_the_written_files(backend_outputs, set5) -> None:
         assert psnr(fp16, reference, 255.0) >= 55.0 and np.abs(fp16 - reference).max() <= 3, name
 
 
-def test_photo_reproduces_whole_image_quality(tmp_path, exported, photos, public_model) -> None:
+@pytest.mark.parametrize("backend", ["auto", "onnxruntime", "torch"])
+def test_photos_reproduce_whole_image_quality(tmp_path, exported, photos, public_model, weights_path, backend) -> None:
     import torch
 
     from tests.conftest import to_hwc, to_nchw, to_uint8
 
-    name, lr, hr = photos[0]
-    cv2.imwrite(str(tmp_path / "in.png"), lr[..., ::-1])
-    result = upscale_cli(exported, str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--quiet")
+    for name, lr, _ in photos:
+        cv2.imwrite(str(tmp_path / name), lr[..., ::-1])
+    extra = ["--ckpt", str(weights_path)] if backend == "torch" else []
+    result = upscale_cli(exported, str(tmp_path), str(tmp_path / "out"), "--backend", backend, "--quiet", *extra)
     assert result.returncode == 0 and result.stderr == ""
-    with torch.no_grad():
-        reference = to_uint8(to_hwc(public_model(torch.from_numpy(to_nchw(lr))).numpy()))
-    assert abs(y_psnr(read_rgb(tmp_path / "out.png"), hr) - y_psnr(reference, hr)) <= 0.01
+    for name, lr, hr in photos:
+        with torch.no_grad():
+            reference = to_uint8(to_hwc(public_model(torch.from_numpy(to_nchw(lr))).numpy()))
+        written = read_rgb(tmp_path / "out" / name.replace(".png", "_x4.png"))
+        assert abs(y_psnr(written, hr) - y_psnr(reference, hr)) <= 0.01, (backend, name)
+
+
+def test_the_cpu_path_never_imports_torch(tmp_path, exported) -> None:
+    """Start-up time and memory: torch is for the PyTorch backend and checkpoint conversion only."""
+    source = tmp_path / "in.png"
+    cv2.imwrite(str(source), np.full((20, 20, 3), 90, np.uint8))
+    code = (
+        "import sys, runpy; sys.argv = ['upscale.py', sys.argv[1], sys.argv[2], '--quiet', '--engines-dir', sys.argv[3]]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(source), str(tmp_path / "out.png"), str(exported[0])],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_formats_round_trip(tmp_path, exported) -> None:
