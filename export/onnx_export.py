@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 
 import onnx
 import torch
@@ -80,20 +82,17 @@ def _trace(model: LSANet) -> torch.onnx.ONNXProgram:
         )
 
 
-class _quiet_exporter:
-    """Silence the exporter's progress lines and torchvision notices on stdout and the torch logger."""
-
-    def __enter__(self) -> None:
-        import contextlib
-
-        self._stack = contextlib.ExitStack()
-        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        logger = logging.getLogger("torch.onnx")
-        self._stack.callback(logger.setLevel, logger.level)
-        logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's progress lines (stdout) and torchvision notices (the torch.onnx logger)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def export_fp32(model: LSANet) -> tuple[onnx.ModelProto, dict[str, dict[str, int]]]:

@@ -12,7 +12,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -91,7 +91,7 @@ def _artifact(path: Path, kind: str, **extra: object) -> dict:
     return {"file": path.name, "kind": kind, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
 
 
-def run_export(cfg: ExportConfig, log: Callable[[str], None] = print) -> ExportResult:
+def run_export(cfg: ExportConfig) -> ExportResult:
     """Run the whole chain; raise DeployError (nothing written) if any step fails."""
     timings: dict[str, float] = {}
     notes: list[str] = []

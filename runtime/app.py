@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from runtime.imageio import Image
 from runtime.job import Options, resolve_inputs, run_job, tiles_for, upscale_image
@@ -47,23 +50,32 @@ def upscale_files(request: Request) -> int:
         for line in backend.skipped:
             _say(f"  skipped {line}")
     rerun = backend.fp32_rerun()
-    with backend:
+
+    def rerun_fp32(batch: np.ndarray) -> np.ndarray:
+        """The FP32 fallback is loaded only when a tile first needs it."""
+        rerun.activate()
+        return rerun.infer(batch)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(backend)
         if rerun is not None:
-            rerun.activate()
-        images = tqdm(total=len(sources), unit="image", disable=request.quiet or single, file=sys.stderr)
+            stack.callback(rerun.deactivate)
+        images = stack.enter_context(
+            tqdm(total=len(sources), unit="image", disable=request.quiet or single, file=sys.stderr)
+        )
 
         def upscale_one(image: Image, source: Path) -> Image:
             total = tiles_for(image, config)
             with tqdm(total=total, unit="tile", desc=source.name, leave=False, disable=request.quiet or total < 2,
                       file=sys.stderr) as bar:  # fmt: skip
-                result = upscale_image(image, backend.infer, config, rerun.infer if rerun else None, bar.update)
+                result = upscale_image(image, backend.infer, config, rerun_fp32 if rerun else None, bar.update)
             images.update(1)
             return result
 
-        outcome = run_job(sources, single, request.options, upscale_one, lambda path, msg: images.write(f"error: {msg}", sys.stderr))
-        images.close()
-        if rerun is not None:
-            rerun.deactivate()
+        def report(_source: Path, message: str) -> None:
+            images.write(f"error: {message}", file=sys.stderr)
+
+        outcome = run_job(sources, single, request.options, upscale_one, report)
     if not request.quiet or outcome.failed:
         done = f"{len(outcome.written)} written, {len(outcome.failed)} failed"
         _say(f"{done}: {outcome.written[0]}" if single and outcome.written else done)

@@ -4,7 +4,10 @@ Follows ../shared/docs/tensorrt-notes.md ("Run" and "pycuda pattern"): the sidec
 anything is deserialized; TensorRT-RTX's get_engine_validity is asked next; deserialize_cuda_engine's None
 is turned into an error carrying the logger's reason; name-based I/O; buffers allocated once for the
 profile's maximum shape; a non-default stream; execute_async_v3. tensorrt/tensorrt_rtx and pycuda are
-imported only here, only on activate().
+imported only here, only on activate(). TensorRT-RTX compiles its kernels for the actual GPU when the
+execution context is made (15-30 s the first time), so a runtime cache (the bindings' IRuntimeConfig /
+IRuntimeCache: create_runtime_config, create_runtime_cache, deserialize, set_runtime_cache, serialize) is
+kept in the user cache, keyed by the engine's sha256, and saved when the backend is released.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from export.cuda_device import cuda_device
-from export.fileutil import sha256_file
+from export.fileutil import atomic_write_bytes, sha256_file
 from export.trt_build import MODULES, RTX_DEFAULT_TARGETS, capture_logger
 from runtime.backend import Backend, BackendError, BackendOutOfMemory, Limits
+from runtime.fetch import cache_dir
 
 REBUILD = "rebuild it with: python export.py --ckpt CHECKPOINT --fp16"
 
@@ -114,7 +118,17 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._input = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self._output = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self._context = engine.create_execution_context()
+        self._runtime_cache = None
+        if self.flavor == "rtx":
+            runtime_config = engine.create_runtime_config()
+            self._runtime_cache = runtime_config.create_runtime_cache()
+            if self.runtime_cache_path.is_file():
+                # False means the cache was made for another GPU, driver or version: it is then rebuilt.
+                self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
+            runtime_config.set_runtime_cache(self._runtime_cache)
+            self._context = engine.create_execution_context(runtime_config)
+        else:
+            self._context = engine.create_execution_context()
         n, c, h, w = engine.get_tensor_profile_shape(self._input, 0)[2]
         in_size, out_size = n * c * h * w, n * c * h * w * 16
         try:
@@ -143,7 +157,15 @@ class TensorRTBackend(Backend):
         self._stream.synchronize()
         return self._host_out[:size].reshape(out_shape).copy()
 
+    @property
+    def runtime_cache_path(self) -> Path:
+        return cache_dir() / "rtx-runtime" / f"{self.sidecar['engine_sha256'][:16]}.cache"
+
     def deactivate_impl(self) -> None:
+        if self._runtime_cache is not None:
+            self.runtime_cache_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.runtime_cache_path, bytes(self._runtime_cache.serialize()))
+            self._runtime_cache = None
         for name in ("_device_in", "_device_out"):
             buffer = getattr(self, name, None)
             if buffer is not None:

@@ -94,11 +94,14 @@ def test_engine_matches_pytorch_and_onnx_on_real_images(exported, public_model, 
 
 
 @needs_gpu
-def test_engine_runs_batches_and_profile_extremes(exported) -> None:
-    with TensorRTBackend(exported[0] / "lsanet_x4_fp16.rtx.engine") as trt:
+def test_engine_runs_batches_and_profile_extremes_and_keeps_its_runtime_cache(exported, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LSANET_CACHE", str(tmp_path))
+    backend = TensorRTBackend(exported[0] / "lsanet_x4_fp16.rtx.engine")
+    with backend:
         for shape in ((1, 3, 16, 16), (8, 3, 64, 48), (1, 3, 512, 512)):
-            out = trt.infer(np.random.default_rng(0).random(shape, dtype=np.float32))
+            out = backend.infer(np.random.default_rng(0).random(shape, dtype=np.float32))
             assert out.shape == (shape[0], 3, shape[2] * 4, shape[3] * 4) and np.isfinite(out).all()
+    assert backend.runtime_cache_path.is_file() and backend.runtime_cache_path.stat().st_size > 0
 
 
 def test_engine_json_is_what_the_manifest_lists(exported) -> None:
