@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             parity_images=args.parity_image,
         )
         print("\n".join(run_export(config).lines))
+    except KeyboardInterrupt:
+        print("interrupted (engines/ was left as it was)", file=sys.stderr)
+        return 130
     except (DeployError, ValueError) as exc:
         if args.debug:
             raise

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return upscale_files(request)
+    except KeyboardInterrupt:
+        print("interrupted (no partial file was left)", file=sys.stderr)
+        return 130
     except (DeployError, ValueError) as exc:
         if args.debug:
             raise

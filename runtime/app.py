@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.imageio import Image
-from runtime.job import Options, resolve_inputs, run_job, tiles_for, upscale_image
+from runtime.job import Options, previous_results, resolve_inputs, run_job, tiles_for, upscale_image
 from runtime.selection import choose_backend, resolve_model, tile_config
 
 
@@ -41,6 +41,10 @@ def upscale_files(request: Request) -> int:
 
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     sources, single = resolve_inputs(request.inputs)
+    if not single and (earlier := previous_results(sources, request.options.suffix)):
+        sources = [s for s in sources if s not in earlier]
+        if not request.quiet:
+            _say(f"skipping {len(earlier)} earlier result(s) among the inputs (names ending in {request.options.suffix})")
     model = resolve_model(request.ckpt, request.onnx, request.engine, request.engines_dir, request.key)
     backend = choose_backend(request.backend, model, request.precision)
     config = tile_config(backend, request.tile, request.overlap)

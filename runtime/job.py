@@ -82,6 +82,14 @@ def resolve_inputs(spec: str) -> tuple[list[Path], bool]:
     raise JobError(f"{spec}: no such file or folder")
 
 
+def previous_results(sources: list[Path], suffix: str) -> list[Path]:
+    """Inputs that are this command's own outputs from an earlier run (`a_x4.png` beside `a.png`)."""
+    if not suffix:
+        return []
+    stems = {(s.parent, s.stem) for s in sources}
+    return [s for s in sources if s.stem.endswith(suffix) and (s.parent, s.stem[: -len(suffix)]) in stems]
+
+
 def output_for(source: Path, single: bool, options: Options) -> Path:
     """Where one input's result goes: OUTPUT itself for one file, else OUTPUT/<name><suffix><ext>."""
     ext = options.ext if options.ext is None or options.ext.startswith(".") else f".{options.ext}"

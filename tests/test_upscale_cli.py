@@ -202,6 +202,16 @@ def test_unwritable_output_folder(tmp_path, exported) -> None:
     assert not (folder / "out.png").exists()
 
 
+def test_rerun_on_a_folder_skips_its_earlier_results(tmp_path, exported) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((20, 20, 3), np.uint8))
+    assert upscale_cli(exported, str(folder)).returncode == 0
+    result = upscale_cli(exported, str(folder), "--overwrite")
+    assert result.returncode == 0 and "skipping 1 earlier result" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_x4.png"]
+
+
 def test_missing_input_and_bad_backend_choice(tmp_path, exported) -> None:
     assert_one_line_error(upscale_cli(exported, str(tmp_path / "nope.png")), "no such file or folder")
     source = tmp_path / "in.png"
