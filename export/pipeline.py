@@ -151,7 +151,12 @@ def run_export(cfg: ExportConfig) -> ExportResult:
             artifacts.append(_artifact(sidecar, "sidecar"))
         manifest = {
             "format": 1,
-            "checkpoint": {"path": str(cfg.ckpt), "sha256": ckpt_sha, "key": cfg.key or "auto", "form": "deployed" if model.deploy else "training"},
+            "checkpoint": {
+                "path": str(Path(cfg.ckpt).resolve()),
+                "sha256": ckpt_sha,
+                "key": cfg.key or "auto",
+                "form": "deployed" if model.deploy else "training",
+            },
             "precision": precision,
             "artifacts": artifacts,
             "onnx_op_counts": op_counts,
@@ -161,7 +166,7 @@ def run_export(cfg: ExportConfig) -> ExportResult:
             "notes": notes,
         }
         _commit(stage, out_dir, artifacts, manifest)
-    return ExportResult(manifest, _summary_lines(manifest, report, out_dir))
+    return ExportResult(manifest, _summary_lines(cfg.ckpt, manifest, report, out_dir))
 
 
 def _commit(stage: Path, out_dir: Path, artifacts: list[dict], manifest: dict) -> None:
@@ -176,8 +181,8 @@ def _commit(stage: Path, out_dir: Path, artifacts: list[dict], manifest: dict) -
     atomic_write_bytes(out_dir / MANIFEST, (json.dumps(manifest, indent=2, default=float) + "\n").encode())
 
 
-def _summary_lines(manifest: dict, report: ParityReport, out_dir: Path) -> list[str]:
-    lines = [f"Exported {manifest['checkpoint']['path']} ({manifest['checkpoint']['form']} form) to {out_dir}/:"]
+def _summary_lines(ckpt: Path, manifest: dict, report: ParityReport, out_dir: Path) -> list[str]:
+    lines = [f"Exported {ckpt} ({manifest['checkpoint']['form']} form) to {out_dir}/:"]
     for a in manifest["artifacts"]:
         if a["kind"] != "sidecar":
             lines.append(f"  {a['file']:<32} {a['bytes'] / 1e6:7.2f} MB  sha256 {a['sha256'][:12]}")
