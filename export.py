@@ -52,41 +52,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from export.errors import DeployError
+    from export.errors import run_command
 
-    try:
-        if args.summary:
-            from export.checkpoint import load_checkpoint
-            from export.summary import report
+    return run_command(lambda: run(args), args.debug, "engines/ was left as it was")
 
-            print(report(load_checkpoint(args.ckpt, args.key)))
-            return 0
-        from export.pipeline import ExportConfig, run_export
-        from export.trt_build import BuildOptions, Profile
 
-        config = ExportConfig(
-            ckpt=args.ckpt,
-            out_dir=args.out,
-            key=args.key,
-            fp16=args.fp16,
-            flavor=args.flavor,
-            profile=Profile(args.min_shape, args.opt_shape, args.max_shape),
-            options=BuildOptions(
-                workspace_mib=args.workspace_mib,
-                compute_capabilities=tuple(args.compute_capability or ()),
-                hardware_compatible=args.hardware_compatible,
-            ),
-            parity_images=args.parity_image,
-        )
-        print("\n".join(run_export(config).lines))
-    except KeyboardInterrupt:
-        print("interrupted (engines/ was left as it was)", file=sys.stderr)
-        return 130
-    except (DeployError, ValueError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def run(args: argparse.Namespace) -> int:
+    if args.summary:
+        from export.checkpoint import load_checkpoint
+        from export.summary import report
+
+        print(report(load_checkpoint(args.ckpt, args.key)))
+        return 0
+    from export.pipeline import ExportConfig, run_export
+    from export.trt_build import BuildOptions, Profile
+
+    config = ExportConfig(
+        ckpt=args.ckpt,
+        out_dir=args.out,
+        key=args.key,
+        fp16=args.fp16,
+        flavor=args.flavor,
+        profile=Profile(args.min_shape, args.opt_shape, args.max_shape),
+        options=BuildOptions(
+            workspace_mib=args.workspace_mib,
+            compute_capabilities=tuple(args.compute_capability or ()),
+            hardware_compatible=args.hardware_compatible,
+        ),
+        parity_images=args.parity_image,
+    )
+    print("\n".join(run_export(config).lines))
     return 0
 
 

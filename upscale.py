@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from export.errors import DeployError
+    from export.errors import run_command
     from runtime.app import Request, upscale_files
     from runtime.job import Options
 
@@ -57,16 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         key=args.key,
         quiet=args.quiet,
     )
-    try:
-        return upscale_files(request)
-    except KeyboardInterrupt:
-        print("interrupted (no partial file was left)", file=sys.stderr)
-        return 130
-    except (DeployError, ValueError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_command(lambda: upscale_files(request), args.debug, "no partial file was left")
 
 
 if __name__ == "__main__":
