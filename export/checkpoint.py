@@ -30,7 +30,7 @@ class CheckpointError(DeployError):
 
 
 def _read_tensors(path: Path) -> object:
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
