@@ -96,11 +96,12 @@ class EagerReference(Backend):
 
 def candidates(ckpt: Path, engines: Path) -> list[Backend]:
     from export.cuda_device import cuda_device
+    from export.manifest import onnx_file
     from runtime.openvino_backend import OpenVINOBackend
     from runtime.ort_backend import ORTBackend
     from runtime.torch_backend import TorchBackend
 
-    fp32, fp16 = engines / "lsanet_x4_fp32.onnx", engines / "lsanet_x4_fp16.onnx"
+    fp32, fp16 = engines / onnx_file("fp32"), engines / onnx_file("fp16")
     backends: list[Backend] = [
         EagerReference(ckpt),
         EagerReference(ckpt, training_form=True),

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from skimage import data
 
+from export.manifest import onnx_file
 from export.metrics import psnr, y_psnr
 from runtime.openvino_backend import OpenVINOBackend
 from runtime.ort_backend import ORTBackend
@@ -88,7 +89,7 @@ def main() -> None:
         noise = rng.uniform(-0.5 / 255, 0.5 / 255, batch.shape).astype(np.float32)
         return run(np.clip(batch + noise, 0, 1))
 
-    fp16 = ORTBackend(args.onnx.with_name("lsanet_x4_fp16.onnx"), "fp16", "cpu")
+    fp16 = ORTBackend(args.onnx.with_name(onnx_file("fp16")), "fp16", "cpu")
     fp16.activate()
     for label, other in (("input +-0.5 grey (whole)", perturbed), ("FP16 graph (whole)", fp16.infer)):
         scores = [psnr(upscale(img, other, WHOLE), wholes[name], 255.0) for name, img in large.items()]

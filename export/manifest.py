@@ -8,6 +8,17 @@ from pathlib import Path
 from export.errors import DeployError
 
 MANIFEST = "manifest.json"
+STEM = "lsanet_x4"
+
+
+def onnx_file(precision: str) -> str:
+    """The name export.py gives the ONNX graph of this precision."""
+    return f"{STEM}_{precision}.onnx"
+
+
+def engine_file(precision: str, flavor: str) -> str:
+    """The name export.py gives an engine (its sidecar is the same name with .json)."""
+    return f"{STEM}_{precision}.{flavor}.engine"
 
 
 def load_manifest(out_dir: Path) -> dict:

@@ -22,12 +22,11 @@ from export.checkpoint import load_checkpoint
 from export.errors import DeployError
 from export.fileutil import atomic_write_bytes, sha256_file
 from export.fp16 import KEEP_FP32, to_fp16
-from export.manifest import MANIFEST
+from export.manifest import MANIFEST, engine_file, onnx_file
 from export.onnx_export import OPSET, export_fp32
 from export.parity import ParityReport, enforce, run_gate
 from export.trt_build import MODULES, BuildOptions, EngineResult, Profile, build_engine, flavor_status
 
-STEM = "lsanet_x4"
 FLAVORS = ("rtx", "tensorrt")
 
 
@@ -120,13 +119,13 @@ def run_export(cfg: ExportConfig) -> ExportResult:
 
     out_dir = cfg.out_dir
     with _staging(out_dir) as stage:
-        onnx_paths = {"fp32": stage / f"{STEM}_fp32.onnx", "fp16": stage / f"{STEM}_fp16.onnx"}
+        onnx_paths = {p: stage / onnx_file(p) for p in ("fp32", "fp16")}
         for name, proto in (("fp32", fp32), ("fp16", fp16)):
             atomic_write_bytes(onnx_paths[name], proto.SerializeToString())
         engines: list[EngineResult] = []
         for flavor in flavors:
             t = time.perf_counter()
-            engine_name = f"{STEM}_{precision}.{flavor}.engine"
+            engine_name = engine_file(precision, flavor)
             result = build_engine(
                 flavor,
                 onnx_paths[precision],

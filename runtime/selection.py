@@ -16,7 +16,7 @@ from pathlib import Path
 from export.cuda_device import cuda_device
 from export.errors import DeployError
 from export.fileutil import sha256_file
-from export.manifest import MANIFEST, artifact_path, load_manifest
+from export.manifest import MANIFEST, artifact_path, load_manifest, onnx_file
 from runtime.backend import Backend, BackendError
 from runtime.fetch import cache_dir, fetch_checkpoint
 from runtime.tiling import TileConfig
@@ -58,7 +58,7 @@ def resolve_model(
         from runtime.trt_backend import read_sidecar
 
         flavor = read_sidecar(Path(engine))["flavor"]
-        fp32 = Path(engine).with_name("lsanet_x4_fp32.onnx")
+        fp32 = Path(engine).with_name(onnx_file("fp32"))
         return Model(f"--engine {engine}", engines={flavor: Path(engine)}, onnx={"fp32": fp32} if fp32.is_file() else {})
     if onnx is not None:
         return Model(f"--onnx {onnx}", onnx={onnx_precision(Path(onnx)): Path(onnx)})
@@ -83,7 +83,7 @@ def resolve_model(
 def onnx_from_checkpoint(model: Model) -> Path:
     """An FP32 ONNX for a checkpoint-only model, exported once into the cache (keyed by the file's sha256)."""
     digest = sha256_file(model.ckpt)[:16]
-    target = cache_dir() / "onnx" / f"lsanet_x4_fp32-{digest}-{model.key or 'auto'}.onnx"
+    target = cache_dir() / "onnx" / f"{digest}-{model.key or 'auto'}-{onnx_file('fp32')}"
     if not target.is_file():
         from export.checkpoint import load_checkpoint
         from export.fileutil import atomic_write_bytes
