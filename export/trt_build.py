@@ -28,6 +28,10 @@ class EngineBuildError(DeployError):
     """An engine could not be built; the message carries TensorRT's own reason."""
 
 
+class SidecarError(DeployError):
+    """An engine's sidecar is missing, unreadable, or describes another file."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """One optimisation profile: (batch, height, width) at min, opt and max; channels are fixed at 3."""
@@ -46,9 +50,6 @@ class Profile:
 
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         return tuple((n, 3, h, w) for n, h, w in (self.min, self.opt, self.max))  # type: ignore[return-value]
-
-    def covers(self, batch: int, height: int, width: int) -> bool:
-        return all(lo <= v <= hi for lo, v, hi in zip(self.min, (batch, height, width), self.max))
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -128,17 +129,26 @@ def build_key(flavor: str, version: str, onnx_sha256: str, profile: Profile, opt
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def _reusable(engine: Path, key: str) -> dict | None:
-    sidecar_path = engine.with_suffix(".json")
-    if not engine.is_file() or not sidecar_path.is_file():
-        return None
+def read_sidecar(engine: Path) -> dict:
+    """The engine's JSON sidecar (`<engine>.json`), checked to belong to this very file."""
+    path = engine.with_suffix(".json")
     try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except (OSError, ValueError):
+        sidecar = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SidecarError(f"{engine}: no sidecar {path.name}") from None
+    except ValueError:
+        raise SidecarError(f"{engine}: sidecar {path.name} is not valid JSON") from None
+    if not engine.is_file() or sidecar.get("engine_sha256") != sha256_file(engine):
+        raise SidecarError(f"{engine}: the file does not match its sidecar (sha256 differs)")
+    return sidecar
+
+
+def _reusable(engine: Path, key: str) -> dict | None:
+    try:
+        sidecar = read_sidecar(engine)
+    except SidecarError:
         return None
-    if sidecar.get("build_key") == key and sidecar.get("engine_sha256") == sha256_file(engine):
-        return sidecar
-    return None
+    return sidecar if sidecar.get("build_key") == key else None
 
 
 def build_engine(

@@ -13,13 +13,13 @@ kept in the user cache, keyed by the engine's sha256, and saved when the backend
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from export.cuda_device import cuda_device
-from export.fileutil import atomic_write_bytes, sha256_file
+from export import trt_build
+from export.fileutil import atomic_write_bytes
 from export.trt_build import MODULES, RTX_DEFAULT_TARGETS, capture_logger
 from runtime.backend import Backend, BackendError, BackendOutOfMemory, Limits
 from runtime.fetch import cache_dir
@@ -28,17 +28,11 @@ REBUILD = "rebuild it with: python export.py --ckpt CHECKPOINT --fp16"
 
 
 def read_sidecar(engine: Path) -> dict:
-    """The engine's JSON sidecar, checked to belong to this very file."""
-    path = engine.with_suffix(".json")
+    """The engine's sidecar, checked to belong to it; a BackendError that says what to rebuild otherwise."""
     try:
-        sidecar = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BackendError(f"{engine}: no sidecar {path.name}; {REBUILD}") from None
-    except ValueError:
-        raise BackendError(f"{engine}: sidecar {path.name} is not valid JSON; {REBUILD}") from None
-    if sidecar.get("engine_sha256") != sha256_file(engine):
-        raise BackendError(f"{engine}: the file does not match its sidecar (sha256 differs); {REBUILD}")
-    return sidecar
+        return trt_build.read_sidecar(engine)
+    except trt_build.SidecarError as exc:
+        raise BackendError(f"{exc}; {REBUILD}") from None
 
 
 def check_compatibility(engine: Path, sidecar: dict, installed_version: str | None, gpu_cc: str | None) -> None:
