@@ -17,6 +17,7 @@ from export.cuda_device import cuda_device
 from export.errors import DeployError
 from export.fileutil import sha256_file
 from export.manifest import MANIFEST, artifact_path, load_manifest, onnx_file
+from export.trt_build import MODULES
 from runtime.backend import Backend, BackendError
 from runtime.fetch import cache_dir, fetch_checkpoint
 from runtime.tiling import TileConfig
@@ -99,7 +100,7 @@ def _installed(module: str) -> bool:
 
 
 def _trt(flavor: str, model: Model, precision: str | None) -> Backend:
-    module = "tensorrt_rtx" if flavor == "rtx" else "tensorrt"
+    module = MODULES[flavor]
     engine = model.engines.get(flavor)
     if engine is None:
         raise BackendError(f"no {module} engine in {model.origin} (export one with export.py)")
@@ -153,37 +154,40 @@ def _torch(model: Model, precision: str | None) -> Backend:
     return TorchBackend(model.ckpt, model.key)
 
 
-def _candidates(model: Model, precision: str | None) -> list[tuple[str, str, Callable[[], Backend]]]:
-    """(backend name, why it would be chosen, factory) in `auto` order."""
+def _candidates(model: Model, precision: str | None) -> list[tuple[str, str, str, Callable[[], Backend]]]:
+    """(--backend name, label, why it would be chosen, factory) in `auto` order."""
     return [
-        ("tensorrt-rtx", "TensorRT-RTX engine on an RTX GPU: the fastest path", lambda: _trt("rtx", model, precision)),
-        ("tensorrt", "standard TensorRT engine on an NVIDIA GPU", lambda: _trt("tensorrt", model, precision)),
-        ("onnxruntime-cuda", "ONNX Runtime on the GPU", lambda: _ort(model, precision, "cuda")),
-        ("openvino", "no GPU backend available; OpenVINO is the fastest CPU backend measured", lambda: _openvino(model, precision)),
-        ("onnxruntime", "ONNX Runtime on the CPU", lambda: _ort(model, precision, "cpu")),
-        ("torch", "PyTorch reference", lambda: _torch(model, precision)),
-    ]
+        ("tensorrt-rtx", "tensorrt-rtx", "TensorRT-RTX engine on an RTX GPU: the fastest path",
+         lambda: _trt("rtx", model, precision)),
+        ("tensorrt", "tensorrt", "standard TensorRT engine on an NVIDIA GPU", lambda: _trt("tensorrt", model, precision)),
+        ("onnxruntime", "onnxruntime-cuda", "ONNX Runtime on the GPU", lambda: _ort(model, precision, "cuda")),
+        ("openvino", "openvino", "no GPU backend available; OpenVINO is the fastest CPU backend measured",
+         lambda: _openvino(model, precision)),
+        ("onnxruntime", "onnxruntime", "ONNX Runtime on the CPU", lambda: _ort(model, precision, "cpu")),
+        ("torch", "torch", "PyTorch reference", lambda: _torch(model, precision)),
+    ]  # fmt: skip
 
 
 def choose_backend(name: str, model: Model, precision: str | None = None) -> Backend:
-    """The backend `name` names (an error saying why if it cannot run), or for 'auto' the first that can."""
+    """For 'auto' the first backend that can run; else the named one (an error saying why if it cannot)."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
-    skipped = []
-    for candidate, why, factory in _candidates(model, precision):
-        if name != "auto" and not (candidate == name or (name == "onnxruntime" and candidate.startswith("onnxruntime"))):
+    skipped, reasons = [], []
+    for backend_name, label, why, factory in _candidates(model, precision):
+        if name not in ("auto", backend_name):
             continue
         try:
             backend = factory()
         except BackendError as exc:
-            if name != "auto" and not (name == "onnxruntime" and candidate == "onnxruntime-cuda"):
-                raise BackendError(f"backend {name} cannot run: {exc}") from None
-            skipped.append(f"{candidate}: {exc}")
+            skipped.append(f"{label}: {exc}")
+            reasons.append(str(exc))
             continue
         backend.reason = why if name == "auto" else "chosen with --backend"
         backend.skipped = skipped
         return backend
-    raise BackendError("no backend can run here: " + "; ".join(skipped))
+    if name == "auto":
+        raise BackendError("no backend can run here: " + "; ".join(skipped))
+    raise BackendError(f"backend {name} cannot run: {'; '.join(reasons)}")
 
 
 def tile_config(backend: Backend, tile: int | None = None, overlap: int | None = None) -> TileConfig:
