@@ -101,10 +101,13 @@ def output_for(source: Path, single: bool, options: Options) -> Path:
     return options.output / name
 
 
-def check_output(source: Path, target: Path, overwrite: bool) -> None:
-    """Refuse to touch an input, or to replace an existing file without `overwrite`."""
+def check_output(source: Path, target: Path, overwrite: bool, inputs: set[Path]) -> None:
+    """Refuse to touch an input (`inputs`: all of this run's, resolved), or to replace an existing file
+    without `overwrite`."""
     if target.resolve() == source.resolve() or (target.exists() and target.samefile(source)):
         raise ImageError(f"{target}: the output would overwrite its input; choose another name")
+    if target.resolve() in inputs:
+        raise ImageError(f"{target}: is also one of the inputs; choose another --suffix or folder")
     if target.exists() and not overwrite:
         raise ImageError(f"{target}: exists (use --overwrite to replace it)")
     if not target.parent.is_dir():
@@ -126,13 +129,11 @@ def run_job(
         if options.output.exists() and not options.output.is_dir():
             raise JobError(f"{options.output}: is a file; several inputs need an output folder")
         options.output.mkdir(parents=True, exist_ok=True)
-    sources_resolved = {s.resolve() for s in sources}
+    inputs = {s.resolve() for s in sources}
     for source in sources:
         target = output_for(source, single, options)
         try:
-            check_output(source, target, options.overwrite)
-            if target.resolve() in sources_resolved:
-                raise ImageError(f"{target}: is also one of the inputs; choose another --suffix or folder")
+            check_output(source, target, options.overwrite, inputs)
             write_image(target, upscale_one(read_image(source), source))
             outcome.written.append(target)
         except (DeployError, ValueError, FloatingPointError, MemoryError) as exc:
