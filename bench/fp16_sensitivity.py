@@ -13,25 +13,15 @@ from __future__ import annotations
 import argparse
 import copy
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
-from skimage import data
 
 from export.checkpoint import load_checkpoint
 from export.fp16 import to_fp16
 from export.hard_inputs import hard_inputs
+from export.parity import photo_inputs
 from export.onnx_export import INPUT_NAME, export_fp32
-
-
-def photo_inputs() -> dict[str, np.ndarray]:
-    out = {}
-    for name in ("astronaut", "coffee", "chelsea"):
-        photo = getattr(data, name)()
-        small = cv2.resize(photo, (photo.shape[1] // 4, photo.shape[0] // 4), interpolation=cv2.INTER_AREA)
-        out[name] = np.ascontiguousarray(small.transpose(2, 0, 1)[None].astype(np.float32) / 255)
-    return out
 
 
 def groups(names: list[tuple[str, str]]) -> dict[str, list[str]]:

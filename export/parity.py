@@ -101,25 +101,34 @@ class ParityReport:
         return table
 
 
-def _to_nchw(rgb: np.ndarray) -> np.ndarray:
+def to_nchw(rgb: np.ndarray) -> np.ndarray:
+    """An H x W x 3 uint8 RGB image as the network's 1 x 3 x H x W float32 input in [0, 1]."""
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+
+
+def photo_inputs() -> dict[str, np.ndarray]:
+    """scikit-image's free photos downscaled x1/4 (real LR statistics), as network inputs."""
+    import cv2
+    from skimage import data
+
+    inputs = {}
+    for name in PHOTOS:
+        photo = getattr(data, name)()
+        small = cv2.resize(photo, (photo.shape[1] // 4, photo.shape[0] // 4), interpolation=cv2.INTER_AREA)
+        inputs[name] = to_nchw(small)
+    return inputs
 
 
 def gate_inputs(extra_photos: list[Path] = ()) -> dict[str, tuple[str, np.ndarray]]:
     """name -> (kind, 1x3xHxW float32): photos, smooth and chaotic synthetic inputs."""
     import cv2
-    from skimage import data
 
-    inputs: dict[str, tuple[str, np.ndarray]] = {}
-    for name in PHOTOS:
-        photo = getattr(data, name)()
-        small = cv2.resize(photo, (photo.shape[1] // 4, photo.shape[0] // 4), interpolation=cv2.INTER_AREA)
-        inputs[name] = ("photo", _to_nchw(small))
+    inputs = {name: ("photo", x) for name, x in photo_inputs().items()}
     for path in extra_photos:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise ParityError(f"{path}: cannot read this parity image")
-        inputs[Path(path).name] = ("photo", _to_nchw(image[..., ::-1]))
+        inputs[Path(path).name] = ("photo", to_nchw(image[..., ::-1]))
     for name, x in hard_inputs(SYNTHETIC_SIZE).items():
         inputs[name] = ("chaotic" if name in CHAOTIC else "smooth", x)
     return inputs

@@ -90,10 +90,6 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def to_nchw(rgb: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-
-
 def to_hwc(batch: np.ndarray) -> np.ndarray:
     return batch[0].transpose(1, 2, 0)
 

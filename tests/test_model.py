@@ -8,7 +8,8 @@ import torch
 
 from export.metrics import y_psnr
 from export.model import LSANet
-from tests.conftest import to_hwc, to_nchw, to_uint8
+from export.parity import to_nchw
+from tests.conftest import to_hwc, to_uint8
 
 # ../shared/data/README.md: the challenge's own implementation with the public checkpoint (params_ema).
 SET5_REFERENCE_Y = {

@@ -16,7 +16,7 @@ from export.metrics import compare
 from export.parity import THRESHOLDS
 from runtime.backend import BackendError
 from runtime.trt_backend import TensorRTBackend, check_compatibility, read_sidecar
-from tests.conftest import to_nchw
+from export.parity import to_nchw
 
 
 @pytest.fixture

@@ -81,7 +81,8 @@ def test_backends_agree_on_the_written_files(backend_outputs, set5) -> None:
 def test_photos_reproduce_whole_image_quality(tmp_path, exported, photos, public_model, weights_path, backend) -> None:
     import torch
 
-    from tests.conftest import to_hwc, to_nchw, to_uint8
+    from export.parity import to_nchw
+    from tests.conftest import to_hwc, to_uint8
 
     for name, lr, _ in photos:
         cv2.imwrite(str(tmp_path / name), lr[..., ::-1])
