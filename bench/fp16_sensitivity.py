@@ -20,8 +20,8 @@ import torch
 from export.checkpoint import load_checkpoint
 from export.fp16 import to_fp16
 from export.hard_inputs import hard_inputs
-from export.parity import photo_inputs
 from export.onnx_export import INPUT_NAME, export_fp32
+from export.parity import photo_inputs
 
 
 def groups(names: list[tuple[str, str]]) -> dict[str, list[str]]:

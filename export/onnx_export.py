@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import onnx
 import torch
 
+from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 from export.errors import DeployError
 from export.fuse import fuse
-from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 from export.model import LSANet
 
 OPSET = 18

@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 import torch
 
+from export.contract import INPUT_NAME
 from export.errors import DeployError
 from export.hard_inputs import hard_inputs
 from export.metrics import Comparison, compare
-from export.contract import INPUT_NAME
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 CHAOTIC = ("uniform-noise", "binary-noise", "checkerboard")

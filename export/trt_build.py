@@ -15,10 +15,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from export.contract import MIN_SIZE
 from export.cuda_device import CudaDevice, cuda_device
 from export.errors import DeployError
 from export.fileutil import atomic_write_bytes, sha256_file
-from export.contract import MIN_SIZE
 
 MODULES = {"rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
 RTX_DEFAULT_TARGETS = ("SM86", "SM89", "SM120")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.cuda_device import cuda_device
 from export import trt_build
+from export.cuda_device import cuda_device
 from export.fileutil import atomic_write_bytes
 from export.trt_build import MODULES, RTX_DEFAULT_TARGETS, capture_logger
 from runtime.backend import Backend, BackendError, BackendOutOfMemory, Limits

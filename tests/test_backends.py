@@ -7,13 +7,12 @@ import pytest
 import torch
 
 from export.metrics import compare
-from export.parity import THRESHOLDS
+from export.parity import THRESHOLDS, to_nchw
 from runtime.backend import BackendError
 from runtime.openvino_backend import OpenVINOBackend
 from runtime.ort_backend import ORTBackend
 from runtime.selection import Model, choose_backend
 from runtime.torch_backend import TorchBackend
-from export.parity import to_nchw
 
 # OpenVINO pinned to f32 reorders sums (Winograd 3x3 convs): measured 1.7e-6 on Set5, like ORT's 8e-6.
 FP32_BOUND = THRESHOLDS.fp32_max_abs

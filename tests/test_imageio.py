@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.imageio import ImageError, Image, apply_orientation, exif_orientation, read_image, write_image
+from runtime.imageio import Image, ImageError, apply_orientation, exif_orientation, read_image, write_image
 
 
 def jpeg_with_orientation(pixels_bgr: np.ndarray, orientation: int) -> bytes:

@@ -14,8 +14,7 @@ from export.fuse import fuse
 from export.hard_inputs import hard_inputs
 from export.metrics import compare
 from export.onnx_export import OPSET, dead_nodes, export_fp32
-from export.parity import THRESHOLDS, ParityError, enforce, run_gate
-from export.parity import to_nchw
+from export.parity import THRESHOLDS, ParityError, enforce, run_gate, to_nchw
 from tests.test_fuse import random_training_model
 
 # FP32 ONNX Runtime vs PyTorch: the same float32 maths in another accumulation order. Measured <= 8e-6 on

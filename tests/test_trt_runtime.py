@@ -13,10 +13,9 @@ import torch
 
 from export.cuda_device import cuda_device
 from export.metrics import compare
-from export.parity import THRESHOLDS
+from export.parity import THRESHOLDS, to_nchw
 from runtime.backend import BackendError
 from runtime.trt_backend import TensorRTBackend, check_compatibility, read_sidecar
-from export.parity import to_nchw
 
 
 @pytest.fixture
