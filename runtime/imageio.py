@@ -1,26 +1,66 @@
-"""Read and write images with OpenCV, keeping what the file says: bit depth (by dtype, never by pixel
-values), greyscale, alpha, and EXIF orientation; RGB order inside the program, BGR only at OpenCV's edge.
+"""Read and write images, keeping what the file says and refusing what would come out wrong.
 
-Files are read with IMREAD_UNCHANGED (the only mode that keeps alpha and 16 bits), which ignores EXIF
-orientation, so the orientation tag is read from the metadata and applied here. Writing is atomic.
+Kept: bit depth (by dtype, never by pixel values), greyscale, grey+alpha, alpha, the ICC colour profile,
+EXIF (with orientation applied to the pixels and reset to 1). RGB order inside the program, BGR only at
+OpenCV's edge.
+
+Reading is two steps. The header, with Pillow (lazy: size, mode, frames, ICC and EXIF without decoding
+pixels), refuses animations and multi-page files, and images above a pixel limit, before any memory is
+spent. Then OpenCV decodes the pixels with IMREAD_UNCHANGED (the only mode that keeps alpha and 16 bits).
+The C decoders report damage only as text on stderr (libjpeg returns a half-grey image after "Premature
+end of JPEG file"), so file descriptor 2 is captured while decoding: a message that says the data is
+corrupt or truncated makes the read fail with that message; other library chatter is dropped. Nothing the
+libraries print reaches the terminal.
+
+Writing is atomic and, unless `replace`, exclusive: never a partial file, never another process's result
+replaced. Pixels and metadata are written by OpenCV (PNG, JPEG, WebP: ICC and EXIF; BMP: none), by
+tifffile for TIFF (ICC; OpenCV's TIFF writer takes no metadata) and here for grey+alpha PNG, which neither
+OpenCV nor Pillow writes at 16 bits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import struct
+import sys
+import tempfile
+import warnings
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
+from PIL import Image as PILImage
 
 from export.errors import DeployError
 from export.fileutil import atomic_path
 
 READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+# Image types a user may expect to work, with the reason they do not (for folder runs to report).
+UNSUPPORTED = {
+    ".gif": "GIF is not supported (a 256-colour palette, often animated): convert it to PNG",
+    ".apng": "animated PNG is not supported: only single images are",
+    ".heic": "HEIC is not supported: convert it to PNG or JPEG",
+    ".heif": "HEIF is not supported: convert it to PNG or JPEG",
+    ".avif": "AVIF is not supported: convert it to PNG or JPEG",
+}
 EIGHT_BIT_ONLY = {".jpg", ".jpeg", ".webp", ".bmp"}
 NO_ALPHA = {".jpg", ".jpeg", ".bmp"}
-_ORIENTATION_TAG = 0x0112
+# The result has 16x the pixels of the input: a 64-megapixel input (every camera up to 61 MP) gives a
+# 1-gigapixel, 3 GiB (8-bit RGB) output, about what a workstation holds. Larger needs --max-pixels.
+DEFAULT_MAX_PIXELS = 64_000_000
+_ORIENTATION = 0x0112
+_TIFF = {".tif", ".tiff"}
+# Lines the decoders print that mean the pixels are incomplete or wrong (libjpeg warnings, libpng and
+# libtiff errors, OpenCV's own error log); "extraneous bytes before marker 0xd9" is junk after the last
+# scan, common in camera files, with every pixel decoded.
+_DAMAGE = re.compile(r"premature end|corrupt|bad huffman|invalid sos|progression|resync|error", re.IGNORECASE)
+_HARMLESS = re.compile(r"extraneous bytes before marker 0xd9", re.IGNORECASE)
 
 
 class ImageError(DeployError):
@@ -29,10 +69,16 @@ class ImageError(DeployError):
 
 @dataclass
 class Image:
-    """Pixels in RGB order: `colour` is H x W x 3 or H x W (greyscale); `alpha` is H x W or None."""
+    """Pixels in RGB order: `colour` is H x W x 3 or H x W (greyscale); `alpha` is H x W or None.
+
+    `icc` is the embedded colour profile; `exif` a TIFF-structured EXIF block (no "Exif" prefix) that
+    describes these pixels, so its orientation is 1 (upright). Both None when the file had none.
+    """
 
     colour: np.ndarray
     alpha: np.ndarray | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -43,24 +89,60 @@ class Image:
         return self.colour.ndim == 2
 
 
-def exif_orientation(exif: bytes) -> int:
-    """The orientation (1-8) in a TIFF-structured EXIF block, 1 when absent or unreadable."""
-    if len(exif) < 8 or exif[:2] not in (b"II", b"MM"):
-        return 1
-    order = "<" if exif[:2] == b"II" else ">"
-    (ifd,) = struct.unpack_from(order + "I", exif, 4)
-    if ifd + 2 > len(exif):
-        return 1
-    (count,) = struct.unpack_from(order + "H", exif, ifd)
-    for i in range(count):
-        entry = ifd + 2 + 12 * i
-        if entry + 12 > len(exif):
-            break
-        tag, kind = struct.unpack_from(order + "HH", exif, entry)
-        if tag == _ORIENTATION_TAG and kind == 3:
-            (value,) = struct.unpack_from(order + "H", exif, entry + 8)
-            return value if 1 <= value <= 8 else 1
-    return 1
+@dataclass
+class _Header:
+    width: int  # as stored, before orientation
+    height: int
+    frames: int
+    orientation: int  # the EXIF orientation this module applies (1 for TIFF: OpenCV applies its own)
+    grey_alpha: bool
+    icc: bytes | None
+    exif: bytes | None  # TIFF-structured, orientation reset to 1
+
+
+def skip_reason(path: str | Path) -> str | None:
+    """Why a file of this type is not read (one line), or None when it is one of READABLE's types."""
+    suffix = Path(path).suffix.lower()
+    if suffix in READABLE:
+        return None
+    supported = ", ".join(sorted(READABLE))
+    return UNSUPPORTED.get(suffix, f"unsupported file type '{Path(path).suffix}' (supported: {supported})")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as `read_image` returns the pixels (after EXIF orientation), from the header only."""
+    header = _read_header(Path(path))
+    return (header.height, header.width) if header.orientation >= 5 else (header.width, header.height)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Decode an image file; ImageError with the cause for anything that is not one complete image."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    reason = skip_reason(path)
+    if reason is not None:
+        raise ImageError(f"{path}: {reason}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    header = _read_header(path)
+    if header.frames > 1:
+        raise ImageError(f"{path}: has {header.frames} pages/frames; only single images are supported")
+    if header.width * header.height > max_pixels:
+        raise ImageError(
+            f"{path}: {header.width}x{header.height} is {header.width * header.height} pixels, above the limit of "
+            f"{max_pixels} (the result has 16 times as many); raise it with --max-pixels if this is intended"
+        )
+    pixels = _decode(path)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{path}: {pixels.dtype} samples are not supported (8- or 16-bit integer images only)")
+    if pixels.shape[:2] != (header.height, header.width):
+        raise ImageError(
+            f"{path}: the decoder gives {pixels.shape[1]}x{pixels.shape[0]} pixels but the header says "
+            f"{header.width}x{header.height}; not read"
+        )
+    pixels = apply_orientation(pixels, header.orientation)
+    return _split(pixels, header)
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -78,41 +160,9 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
-def read_image(path: str | Path) -> Image:
-    """Decode an image file; ImageError with the cause for anything that is not a readable image."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-    if path.suffix.lower() not in READABLE:
-        raise ImageError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(sorted(READABLE))})")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file")
-    try:
-        pixels, kinds, blocks = cv2.imreadWithMetadata(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:
-        raise ImageError(f"{path}: cannot decode ({str(exc).strip().splitlines()[-1]})") from None
-    if pixels is None or pixels.size == 0:
-        raise ImageError(f"{path}: cannot decode: truncated, corrupt or not a {path.suffix} image")
-    if pixels.dtype not in (np.uint8, np.uint16):
-        raise ImageError(f"{path}: {pixels.dtype} samples are not supported (8- or 16-bit integer images only)")
-    orientation = 1
-    for kind, block in zip(np.ravel(kinds) if kinds is not None else [], blocks or ()):
-        if kind == cv2.IMAGE_METADATA_EXIF:
-            orientation = exif_orientation(np.asarray(block, np.uint8).tobytes())
-    pixels = apply_orientation(pixels, orientation)
-    if pixels.ndim == 2:
-        return Image(pixels)
-    channels = pixels.shape[2]
-    if channels == 1:
-        return Image(pixels[..., 0])
-    if channels == 2:
-        return Image(np.ascontiguousarray(pixels[..., 0]), np.ascontiguousarray(pixels[..., 1]))
-    colour = np.ascontiguousarray(pixels[..., 2::-1])
-    return Image(colour, np.ascontiguousarray(pixels[..., 3]) if channels == 4 else None)
-
-
-def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
-    """Encode atomically (temporary file in the target folder, then rename): never a partial file."""
+def write_image(path: str | Path, image: Image, *, replace: bool = False, quality: int = 95) -> None:
+    """Encode with the image's ICC profile and EXIF, atomically (temporary file in the target folder, then
+    rename); without `replace` the commit is exclusive, so a file that appeared meanwhile is kept."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in READABLE:
@@ -121,6 +171,156 @@ def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
         raise ImageError(f"{path}: {suffix} stores 8-bit samples only; write 16-bit images as .png or .tiff")
     if image.alpha is not None and suffix in NO_ALPHA:
         raise ImageError(f"{path}: {suffix} cannot store the alpha channel; write as .png, .webp or .tiff")
+    if not path.parent.is_dir():
+        raise ImageError(f"{path}: output folder does not exist")
+    try:
+        with atomic_path(path, replace=replace) as tmp:
+            with _stderr_captured() as printed:
+                encoded = _encode(tmp, suffix, image, quality)
+            if not encoded:
+                raise ImageError(f"{path}: cannot encode ({_damage(printed[0]) or 'OpenCV gives no reason'})")
+    except FileExistsError:
+        message = "appeared while this run was working (another process wrote it); not replaced"
+        raise ImageError(f"{path}: {message}") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied (output folder not writable)") from None
+    except cv2.error as exc:
+        raise ImageError(f"{path}: cannot encode ({_opencv_reason(str(exc))})") from None
+
+
+def _read_header(path: Path) -> _Header:
+    """Pillow's lazy open: reads the header (and metadata before the pixel data), decodes no pixels."""
+    try:
+        with _pillow_quiet(), PILImage.open(path) as im:
+            width, height = im.size
+            # A JPEG's extra MPO pictures (depth maps, previews from phones) are not pages of the photo.
+            frames = 1 if im.format in ("JPEG", "MPO") else getattr(im, "n_frames", 1)
+            icc = im.info.get("icc_profile") or None
+            grey_alpha = (im.format == "PNG" and _png_colour_type(path) == 4) or im.mode == "LA"
+            tiff = im.format == "TIFF"
+            tiff_orientation = im.getexif().get(_ORIENTATION, 1) if tiff else 1
+            orientation, exif = (1, None) if tiff else _upright_exif(im.info.get("exif"))
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+        raise ImageError(f"{path}: cannot decode: damaged or not a {path.suffix} image ({exc})") from None
+    if tiff and grey_alpha:
+        raise ImageError(f"{path}: grey+alpha TIFF is not supported (OpenCV drops its alpha): save it as PNG")
+    if tiff and tiff_orientation >= 5:
+        raise ImageError(f"{path}: TIFF orientation {tiff_orientation} (a quarter turn) unsupported: save it upright")
+    return _Header(width, height, frames, orientation, grey_alpha, icc, exif)
+
+
+@contextlib.contextmanager
+def _pillow_quiet() -> Iterator[None]:
+    """Pillow's own decompression-bomb guard (a warning above 89 megapixels, an error above 179) would
+    pre-empt ours, which names the size and the flag: switched off only while a header is read (Pillow
+    keeps it as module state). Pillow's warnings (e.g. "Corrupt EXIF data") are kept off the terminal."""
+    saved = PILImage.MAX_IMAGE_PIXELS
+    PILImage.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = saved
+
+
+def _png_colour_type(path: Path) -> int:
+    """The IHDR colour type (4 = grey+alpha): Pillow reports 16-bit grey+alpha as RGBA."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[25] if len(head) == 26 else -1
+
+
+def _upright_exif(block: bytes | None) -> tuple[int, bytes | None]:
+    """(orientation, the EXIF block with orientation 1, TIFF-structured); unreadable EXIF is dropped."""
+    if not block:
+        return 1, None
+    exif = PILImage.Exif()
+    try:
+        exif.load(block)
+        orientation = exif.get(_ORIENTATION, 1)
+        if _ORIENTATION in exif:
+            exif[_ORIENTATION] = 1
+        data = exif.tobytes()
+    except (SyntaxError, ValueError, struct.error, TypeError, KeyError, IndexError, OSError):
+        return 1, None
+    if not exif:
+        return 1, None
+    return (orientation if orientation in range(1, 9) else 1), data.removeprefix(b"Exif\x00\x00")
+
+
+def _decode(path: Path) -> np.ndarray:
+    with _stderr_captured() as printed:
+        try:
+            pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:
+            raise ImageError(f"{path}: cannot decode ({_opencv_reason(str(exc))})") from None
+    damage = _damage(printed[0])
+    if damage is not None:
+        raise ImageError(f"{path}: corrupt or truncated: {damage}")
+    if pixels is None or pixels.size == 0:
+        raise ImageError(f"{path}: cannot decode: truncated, corrupt or not a {path.suffix} image")
+    return pixels
+
+
+def _split(pixels: np.ndarray, header: _Header) -> Image:
+    """OpenCV's BGR(A) layout to an Image; grey+alpha comes back from OpenCV as BGRA with B = G = R."""
+    meta = {"icc": header.icc, "exif": header.exif}
+    if pixels.ndim == 2:
+        return Image(pixels, **meta)
+    channels = pixels.shape[2]
+    if channels == 1:
+        return Image(pixels[..., 0], **meta)
+    if header.grey_alpha:
+        return Image(np.ascontiguousarray(pixels[..., 0]), np.ascontiguousarray(pixels[..., -1]), **meta)
+    colour = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB if channels == 4 else cv2.COLOR_BGR2RGB)
+    return Image(colour, np.ascontiguousarray(pixels[..., 3]) if channels == 4 else None, **meta)
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Redirect file descriptor 2 (where libjpeg, libpng, libtiff and OpenCV's log write) to a temporary
+    file for the block; yields a list that holds the captured text once the block ends. Process-wide for
+    its duration, as fd 2 is: reads and writes are not run from several threads."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    printed: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            printed.append(sink.read().decode(errors="replace"))
+
+
+def _damage(printed: str) -> str | None:
+    """The first decoder line that reports damage, without OpenCV's log prefix; None if there is none."""
+    for line in printed.splitlines():
+        line = re.sub(r"^\[[^\]]*\]\s*(global\s+\S+\s+\S+\s+)?", "", line.strip())
+        if line and _DAMAGE.search(line) and not _HARMLESS.search(line):
+            return _opencv_reason(line)
+    return None
+
+
+def _opencv_reason(text: str) -> str:
+    """The cause in an OpenCV error ("... error: (-2:Unspecified error) CAUSE in function 'f'"), one line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else text
+    match = re.search(r"error: \(-?\d+:[^)]*\)\s*(.*?)(?: in function .*)?$", line)
+    return (match.group(1) if match and match.group(1) else line)[:200]
+
+
+def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> bool:
+    """Write `image` to `tmp` in the format `suffix` names; False when OpenCV declines."""
+    if suffix == ".png" and image.is_grey and image.alpha is not None:
+        tmp.write_bytes(_grey_alpha_png(image))
+        return True
+    if suffix in _TIFF:
+        _write_tiff(tmp, image)
+        return True
     colour = image.colour if image.is_grey else image.colour[..., ::-1]
     if image.alpha is not None:
         bgr = np.repeat(colour[..., None], 3, axis=2) if image.is_grey else colour
@@ -128,15 +328,39 @@ def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
     else:
         data = colour
     params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, quality]}
-    if suffix == ".webp":
-        params[suffix] = [cv2.IMWRITE_WEBP_QUALITY, 101]
-    if not path.parent.is_dir():
-        raise ImageError(f"{path}: output folder does not exist")
-    try:
-        with atomic_path(path) as tmp:
-            if not cv2.imwrite(str(tmp), np.ascontiguousarray(data), params.get(suffix, [])):
-                raise ImageError(f"{path}: OpenCV could not encode the image")
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied (output folder not writable)") from None
-    except cv2.error as exc:
-        raise ImageError(f"{path}: cannot encode ({str(exc).strip().splitlines()[-1]})") from None
+    params[".webp"] = [cv2.IMWRITE_WEBP_QUALITY, 101]  # lossless
+    kinds, blocks = [], []
+    if suffix != ".bmp":
+        for kind, block in ((cv2.IMAGE_METADATA_ICCP, image.icc), (cv2.IMAGE_METADATA_EXIF, image.exif)):
+            if block:
+                kinds.append(kind)
+                blocks.append(np.frombuffer(block, np.uint8))
+    return cv2.imwriteWithMetadata(str(tmp), np.ascontiguousarray(data), kinds, blocks, params.get(suffix, []))
+
+
+def _write_tiff(tmp: Path, image: Image) -> None:
+    """TIFF with the ICC profile (tag 34675); grey+alpha is written as RGBA, which OpenCV reads back."""
+    if image.alpha is None:
+        data, photometric, extra = image.colour, ("minisblack" if image.is_grey else "rgb"), None
+    else:
+        rgb = np.repeat(image.colour[..., None], 3, axis=2) if image.is_grey else image.colour
+        data, photometric, extra = np.dstack([rgb, image.alpha]), "rgb", ["unassalpha"]
+    tifffile.imwrite(tmp, data, photometric=photometric, extrasamples=extra, iccprofile=image.icc, compression="zlib")
+
+
+def _grey_alpha_png(image: Image) -> bytes:
+    """A PNG of colour type 4 (grey+alpha), 8 or 16 bits, with iCCP and eXIf chunks when present."""
+    height, width = image.colour.shape
+    samples = np.dstack([image.colour, image.alpha]).astype(">u2" if image.dtype == np.uint16 else np.uint8)
+    rows = samples.reshape(height, -1).view(np.uint8)
+    scanlines = np.hstack([np.zeros((height, 1), np.uint8), rows])  # filter type 0 on every row
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * image.dtype.itemsize, 4, 0, 0, 0))]
+    if image.icc:
+        chunks.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(image.icc)))
+    if image.exif:
+        chunks.append((b"eXIf", image.exif))
+    chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), (b"IEND", b"")]
+    body = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)) for kind, data in chunks
+    )
+    return b"\x89PNG\r\n\x1a\n" + body
