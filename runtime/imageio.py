@@ -10,7 +10,8 @@ spent. Then OpenCV decodes the pixels with IMREAD_UNCHANGED (the only mode that 
 The C decoders report damage only as text on stderr (libjpeg returns a half-grey image after "Premature
 end of JPEG file"), so file descriptor 2 is captured while decoding: a message that says the data is
 corrupt or truncated makes the read fail with that message; other library chatter is dropped. Nothing the
-libraries print reaches the terminal.
+libraries print reaches the terminal. OpenCV's log level is left alone: its log goes to the same descriptor,
+and the level is process-wide state.
 
 Writing is atomic and, unless `replace`, exclusive: never a partial file, never another process's result
 replaced. Pixels and metadata are written by OpenCV (PNG, JPEG, WebP: ICC and EXIF; BMP: none), by
