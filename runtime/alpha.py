@@ -20,12 +20,16 @@ import numpy as np
 from export.contract import SCALE
 
 
+def needs_network(alpha: np.ndarray) -> bool:
+    """Whether `upscale_alpha` runs the network on this plane: not for a constant one (for progress counts)."""
+    return not np.all(alpha == alpha.flat[0])
+
+
 def upscale_alpha(alpha: np.ndarray, upscale_grey: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """x4 an H x W alpha plane by the rule above; `upscale_grey` runs the network on a grey plane of the
     same dtype and returns it x4."""
-    first = alpha.flat[0]
-    if np.all(alpha == first):
-        return np.full((alpha.shape[0] * SCALE, alpha.shape[1] * SCALE), first, alpha.dtype)
+    if not needs_network(alpha):
+        return np.full((alpha.shape[0] * SCALE, alpha.shape[1] * SCALE), alpha.flat[0], alpha.dtype)
     top = np.iinfo(alpha.dtype).max
     upscaled = upscale_grey(alpha)
     if np.all((alpha == 0) | (alpha == top)):

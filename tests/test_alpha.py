@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.alpha import upscale_alpha
+from runtime.alpha import needs_network, upscale_alpha
 
 
 def bicubic_x4(plane: np.ndarray) -> np.ndarray:
@@ -23,6 +23,7 @@ def never_called(_plane: np.ndarray) -> np.ndarray:
 )
 def test_constant_alpha_stays_exactly_constant(dtype, value: int) -> None:
     alpha = np.full((7, 11), value, dtype)
+    assert not needs_network(alpha)
     result = upscale_alpha(alpha, never_called)
     assert result.shape == (28, 44) and result.dtype == dtype
     assert np.all(result == value)
@@ -33,6 +34,7 @@ def test_binary_alpha_stays_binary(dtype) -> None:
     top = np.iinfo(dtype).max
     yy, xx = np.mgrid[:24, :32]
     alpha = np.where((yy - 12) ** 2 + (xx - 16) ** 2 < 60, top, 0).astype(dtype)  # a disc cut-out
+    assert needs_network(alpha)
     smooth = bicubic_x4(alpha)
     assert len(np.unique(smooth)) > 2  # the stand-in network rings, as the real one does
     result = upscale_alpha(alpha, bicubic_x4)
