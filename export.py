@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.cli import KEYS, int_at_least
+
 
 def build_parser() -> argparse.ArgumentParser:
     from export.trt_build import Profile, parse_shape
@@ -17,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = "x".join
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, type=Path, help="LSANet checkpoint (.pth, .pt or .safetensors)")
-    parser.add_argument("--key", choices=["params_ema", "params"], help="state_dict to use (default: params_ema)")
+    parser.add_argument("--key", choices=KEYS, help="state_dict to use (default: params_ema)")
     parser.add_argument("--summary", action="store_true", help="print parameters and MACs of both forms, then exit")
     parser.add_argument("--fp16", action="store_true", help="build FP16 engines (from the FP16 ONNX); default FP32")
     parser.add_argument("--out", type=Path, default=Path("engines"), help="output folder (default: engines/)")
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TensorRT-RTX target (repeatable; default: SM86, SM89, SM120). Add SM75 for Turing",
     )
     parser.add_argument("--hardware-compatible", action="store_true", help="standard TensorRT: one plan for Ampere+")
-    parser.add_argument("--workspace-mib", type=int, help="builder workspace limit (default: TensorRT's)")
+    parser.add_argument("--workspace-mib", type=int_at_least(1), help="builder workspace limit (default: TensorRT's)")
     parser.add_argument("--parity-image", type=Path, action="append", default=[], help="extra real photo for the gate")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     return parser

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-BACKENDS = ("auto", "tensorrt-rtx", "tensorrt", "onnxruntime", "openvino", "torch")
+from export.cli import BACKENDS, KEYS, int_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,18 +20,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output file (one input) or folder; default: beside each input, with --suffix")  # fmt: skip
     parser.add_argument("--suffix", default="_x4", help="added to output names (default: _x4)")
     parser.add_argument("--ext", help="output format, e.g. png (default: the input's)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace earlier results (an image exactly 4x its input's size); never an input or other files")  # fmt: skip
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="default: the fastest that can run here")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="FP16 graph/engine")
     precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="FP32 graph/engine")
-    parser.add_argument("--tile", type=int, help="largest LR side of one pass (default 512; 0 = whole image)")
-    parser.add_argument("--overlap", type=int, help="LR pixels of context around each tile (default 16)")
+    parser.add_argument("--tile", type=int_at_least(0),
+                        help="pixel budget of one pass: at most N x N LR pixels (default 512; 0 = as large as memory allows)")  # fmt: skip
+    parser.add_argument("--max-pixels", type=int_at_least(1), default=None, metavar="N",
+                        help="refuse inputs of more than N pixels (default: runtime/imageio.py DEFAULT_MAX_PIXELS)")  # fmt: skip
+    parser.add_argument("--overlap", type=int_at_least(0), help="LR pixels of context around each tile (default 16)")
     parser.add_argument("--ckpt", type=Path, help="use this checkpoint instead of engines/manifest.json")
     parser.add_argument("--onnx", type=Path, help="use this ONNX graph")
     parser.add_argument("--engine", type=Path, help="use this TensorRT engine (its .json sidecar beside it)")
     parser.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where export.py wrote (default engines/)")
-    parser.add_argument("--key", choices=["params_ema", "params"], help="state_dict in --ckpt (default params_ema)")
+    parser.add_argument("--key", choices=KEYS, help="state_dict in --ckpt (default params_ema)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     return parser
@@ -38,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
 
     from export.errors import run_command
     from runtime.app import Request, upscale_files
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         engines_dir=args.engines_dir,
         key=args.key,
         quiet=args.quiet,
+        **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
     )
     return run_command(lambda: upscale_files(request), args.debug, "no partial file was left")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 TEMP_MARK = ".part"
+# Temporaries that exist right now; `remove_temporaries` deletes them when a signal unwinds the program, in
+# case the signal landed inside the cleanup itself (between bytecodes of a `finally`).
+_LIVE: set[Path] = set()
 
 
 def is_temporary(path: str | Path) -> bool:
@@ -36,18 +41,60 @@ def atomic_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     (another process wrote it), so two concurrent runs can never silently replace each other's result.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
+    with _signals_held():  # a signal between creating the file and entering `try` would leave it behind
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
+        _LIVE.add(Path(tmp))
     try:
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
         yield Path(tmp)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
+        with _signals_held():
+            if replace:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with _signals_held(), contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _LIVE.discard(Path(tmp))
+
+
+@contextlib.contextmanager
+def temporary_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new folder inside `parent`, removed with its contents on every exit."""
+    with _signals_held():
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        _LIVE.add(folder)
+    try:
+        yield folder
+    finally:
+        with _signals_held():
+            shutil.rmtree(folder, ignore_errors=True)
+        _LIVE.discard(folder)
+
+
+def remove_temporaries() -> None:
+    """Delete every temporary file or folder still alive (after a signal unwound the program)."""
+    for path in list(_LIVE):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        _LIVE.discard(path)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Delay SIGINT, SIGTERM and SIGHUP for the block (POSIX; elsewhere a no-op); they arrive right after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _umask() -> int:

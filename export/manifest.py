@@ -1,4 +1,8 @@
-"""Reading the manifest export.py writes: the runtime's source for its default model (no torch needed)."""
+"""Reading the manifest export.py writes: the runtime's source for its default model (no torch needed).
+
+Every file it lists is checked by name (a plain name inside the manifest's folder, never a path) and by
+sha256 before anything is loaded: a damaged or swapped artifact is refused, not run.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ import json
 from pathlib import Path
 
 from export.errors import DeployError
+from export.fileutil import sha256_file
 
 MANIFEST = "manifest.json"
+FORMAT = 1
 STEM = "lsanet_x4"
 
 
@@ -21,18 +27,38 @@ def engine_file(precision: str, flavor: str) -> str:
     return f"{STEM}_{precision}.{flavor}.engine"
 
 
+def _check_artifact(path: Path, artifact: object) -> None:
+    """One entry of the manifest's artifact list: well formed, a plain file name inside the folder, intact."""
+    if not isinstance(artifact, dict) or not all(isinstance(artifact.get(k), str) for k in ("file", "kind", "sha256")):
+        raise DeployError(f"{path}: an artifact entry lacks file/kind/sha256; re-run export.py")
+    name = artifact["file"]
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise DeployError(f"{path}: artifact '{name}' is not a plain file name in {path.parent}; refusing to follow it")
+    file = path.parent / name
+    if not file.is_file():
+        raise DeployError(f"{path}: lists {name}, which is missing; re-run export.py")
+    if sha256_file(file) != artifact["sha256"]:
+        raise DeployError(f"{file}: sha256 differs from {path.name} (changed or damaged since export); re-run export.py")
+
+
 def load_manifest(out_dir: Path) -> dict:
-    """The manifest in `out_dir`, checked against the files it lists."""
+    """The manifest in `out_dir`, checked: its structure, and every file it lists by name and sha256."""
     path = Path(out_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise DeployError(f"{path}: no manifest; run export.py first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeployError(f"{path}: cannot read ({exc})") from None
     except ValueError as exc:
         raise DeployError(f"{path}: not a valid manifest ({exc})") from None
-    for artifact in manifest.get("artifacts", []):
-        if not (path.parent / artifact["file"]).is_file():
-            raise DeployError(f"{path}: lists {artifact['file']}, which is missing; re-run export.py")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DeployError(f"{path}: not a manifest of format {FORMAT} written by export.py; re-run export.py")
+    artifacts, checkpoint = manifest.get("artifacts"), manifest.get("checkpoint")
+    if not isinstance(artifacts, list) or not isinstance(checkpoint, dict):
+        raise DeployError(f"{path}: lacks its artifact list or checkpoint entry; re-run export.py")
+    for artifact in artifacts:
+        _check_artifact(path, artifact)
     return manifest
 
 

@@ -20,31 +20,12 @@ from export.contract import INPUT_NAME
 from export.errors import DeployError
 from export.hard_inputs import hard_inputs
 from export.metrics import Comparison, compare
+from export.thresholds import THRESHOLDS
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 CHAOTIC = ("uniform-noise", "binary-noise", "checkerboard")
 SYNTHETIC_SIZE = 48
 OFF_LEVEL = 2 / 255
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """What the gate accepts; each number's reason is beside it."""
-
-    # FP32 ONNX vs PyTorch, unclamped: the same float32 maths in another order. Measured <= 8e-6 on photos,
-    # 4.3e-5 on uniform noise; 1e-4 leaves 2x margin and is still ~800x below one 8-bit grey level.
-    fp32_max_abs: float = 1e-4
-    # FP16 vs FP32 on photos and smooth fields, clamped: the issue's floor. Measured >= 74.8 dB, <= 1.31/255.
-    fp16_min_psnr: float = 55.0
-    fp16_max_abs: float = 2 / 255
-    # Chaotic inputs, any pair: pixels off by > 2/255 may be at most this multiple of the fraction that a
-    # +-0.5 grey input perturbation moves in FP32 itself, plus 0.2% of pixels. Measured FP16: 0.054 vs
-    # 0.083 (checkerboard), 0.144 vs 0.168 (binary noise), 0.0012 vs 0.048 (uniform noise).
-    chaotic_ratio: float = 1.5
-    chaotic_slack: float = 0.002
-
-
-THRESHOLDS = Thresholds()
 
 
 class ParityError(DeployError):

@@ -8,24 +8,31 @@ one written last, so a manifest never points at a missing or different file.
 from __future__ import annotations
 
 import json
+import os
 import platform
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
+from export.canary import CANARY_FILE, canary_input, write_canary
 from export.checkpoint import load_checkpoint
 from export.errors import DeployError
-from export.fileutil import atomic_write_bytes, sha256_file
+from export.fileutil import atomic_write_bytes, sha256_file, temporary_folder
 from export.fp16 import KEEP_FP32, to_fp16
-from export.manifest import MANIFEST, engine_file, onnx_file
+from export.manifest import FORMAT, MANIFEST, engine_file, onnx_file
 from export.onnx_export import OPSET, export_fp32
 from export.parity import ParityReport, enforce, run_gate
-from export.trt_build import MODULES, BuildOptions, EngineResult, Profile, build_engine, flavor_status
+from export.trt_build import (
+    MODULES,
+    BuildOptions,
+    EngineResult,
+    Profile,
+    build_engine,
+    flavor_status,
+)
 
 FLAVORS = ("rtx", "tensorrt")
 
@@ -76,14 +83,16 @@ def _select_flavors(flavor: str) -> tuple[list[str], list[str]]:
     return chosen, notes
 
 
-@contextmanager
-def _staging(out_dir: Path) -> Iterator[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+def _prepare(out_dir: Path) -> None:
+    """Make the output folder, or say in one line why it cannot be used (before any long work)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeployError(f"--out {out_dir}: is a file, not a folder")
     try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeployError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    if not os.access(out_dir, os.W_OK):  # a read-only mount says so here too, also to root
+        raise DeployError(f"--out {out_dir}: cannot write there (not writable)")
 
 
 def _artifact(path: Path, kind: str, **extra: object) -> dict:
@@ -100,6 +109,7 @@ def run_export(cfg: ExportConfig) -> ExportResult:
 
     flavors, skipped = _select_flavors(cfg.flavor)
     notes.extend(skipped)
+    _prepare(cfg.out_dir)
     precision = "fp16" if cfg.fp16 else "fp32"
 
     t = time.perf_counter()
@@ -118,10 +128,13 @@ def run_export(cfg: ExportConfig) -> ExportResult:
     enforce(report)
 
     out_dir = cfg.out_dir
-    with _staging(out_dir) as stage:
+    with temporary_folder(out_dir, ".staging-") as stage:
         onnx_paths = {p: stage / onnx_file(p) for p in ("fp32", "fp16")}
         for name, proto in (("fp32", fp32), ("fp16", fp16)):
             atomic_write_bytes(onnx_paths[name], proto.SerializeToString())
+        canary = canary_input()
+        with torch.no_grad():
+            write_canary(stage / CANARY_FILE, canary, model(torch.from_numpy(canary)).numpy())
         engines: list[EngineResult] = []
         for flavor in flavors:
             t = time.perf_counter()
@@ -143,13 +156,14 @@ def run_export(cfg: ExportConfig) -> ExportResult:
         artifacts = [
             _artifact(onnx_paths["fp32"], "onnx", precision="fp32", opset=OPSET),
             _artifact(onnx_paths["fp16"], "onnx", precision="fp16", opset=OPSET, kept_fp32_nodes=list(KEEP_FP32)),
+            _artifact(stage / CANARY_FILE, "canary"),
         ]
         for result in engines:
             sidecar = result.engine.with_suffix(".json")
             artifacts.append(_artifact(result.engine, "engine", flavor=result.sidecar["flavor"], sidecar=sidecar.name))
             artifacts.append(_artifact(sidecar, "sidecar"))
         manifest = {
-            "format": 1,
+            "format": FORMAT,
             "checkpoint": {
                 "path": str(Path(cfg.ckpt).resolve()),
                 "sha256": ckpt_sha,

@@ -15,8 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
+from export.contract import SCALE
 from export.errors import DeployError
-from runtime.imageio import READABLE, Image, ImageError, read_image, write_image
+from export.fileutil import is_temporary
+from runtime.imageio import (
+    DEFAULT_MAX_PIXELS,
+    READABLE,
+    Image,
+    ImageError,
+    image_size,
+    read_image,
+    write_image,
+)
+from runtime.memory import available_bytes, gib
 from runtime.tiling import Run, TileConfig, count_tiles, upscale
 
 
@@ -58,27 +69,62 @@ def upscale_image(
     return Image(_as_grey(colour) if image.is_grey else colour, alpha)
 
 
+def check_fits(image: Image, source: Path) -> None:
+    """ImageError, before any work, when the x4 result alone would not fit in the memory available now."""
+    planes = (1 if image.is_grey else 3) + (image.alpha is not None)
+    height, width = image.colour.shape[0] * SCALE, image.colour.shape[1] * SCALE
+    needed = height * width * max(planes, 3) * image.dtype.itemsize
+    room = available_bytes()
+    if room is not None and needed > room:
+        raise ImageError(
+            f"{source}: its x{SCALE} result ({width}x{height}, {gib(needed)}) needs more memory than the {gib(room)} available"
+        )
+
+
 def tiles_for(image: Image, config: TileConfig) -> int:
     """Passes `upscale_image` will run for this image (for progress bars)."""
     per_plane = count_tiles(image.colour.shape[0], image.colour.shape[1], config)
     return per_plane * (2 if image.alpha is not None else 1)
 
 
-def resolve_inputs(spec: str) -> tuple[list[Path], bool]:
-    """(image files, whether the user named a single file): a file, a folder (its images) or a glob."""
+@dataclass
+class Inputs:
+    """What a command's INPUT named: the image files to run, whether it was one file, and the files of a
+    folder or glob that were passed over, each with the reason (the summary lists them)."""
+
+    files: list[Path]
+    single: bool
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _sort_out(candidates: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    files, skipped = [], []
+    for path in candidates:
+        if is_temporary(path):
+            skipped.append((path, "a temporary file of an interrupted run (safe to delete)"))
+        elif path.suffix.lower() not in READABLE:
+            skipped.append((path, f"not a supported image type ({', '.join(sorted(READABLE))})"))
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def resolve_inputs(spec: str) -> Inputs:
+    """The image files INPUT names: a file, a folder (its files) or a glob. Temporaries of interrupted runs
+    are never taken as inputs; other files a folder or glob holds that are not images are listed as skipped."""
     path = Path(spec)
     if path.is_file():
-        return [path], True
+        return Inputs([path], True)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE)
+        files, skipped = _sort_out(sorted(p for p in path.iterdir() if p.is_file()))
         if not files:
             raise JobError(f"{path}: no images in this folder ({', '.join(sorted(READABLE))})")
-        return files, False
+        return Inputs(files, False, skipped)
     if glob.has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+        files, skipped = _sort_out(sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file()))
         if not files:
-            raise JobError(f"{spec}: no files match")
-        return files, False
+            raise JobError(f"{spec}: no image files match")
+        return Inputs(files, False, skipped)
     raise JobError(f"{spec}: no such file or folder")
 
 
@@ -90,9 +136,19 @@ def previous_results(sources: list[Path], suffix: str) -> list[Path]:
     return [s for s in sources if s.stem.endswith(suffix) and (s.parent, s.stem[: -len(suffix)]) in stems]
 
 
+def _extension(options: Options) -> str | None:
+    ext = options.ext
+    if ext is None:
+        return None
+    ext = ext if ext.startswith(".") else f".{ext}"
+    if ext.lower() not in READABLE:
+        raise JobError(f"--ext {options.ext}: cannot write that format (choose from {', '.join(sorted(READABLE))})")
+    return ext
+
+
 def output_for(source: Path, single: bool, options: Options) -> Path:
     """Where one input's result goes: OUTPUT itself for one file, else OUTPUT/<name><suffix><ext>."""
-    ext = options.ext if options.ext is None or options.ext.startswith(".") else f".{options.ext}"
+    ext = _extension(options)
     name = f"{source.stem}{options.suffix}{ext or source.suffix}"
     if options.output is None:
         return source.with_name(name)
@@ -101,19 +157,67 @@ def output_for(source: Path, single: bool, options: Options) -> Path:
     return options.output / name
 
 
-def check_output(source: Path, target: Path, overwrite: bool, inputs: set[Path]) -> None:
-    """Refuse to touch an input (`inputs`: all of this run's, resolved), or to replace an existing file
-    without `overwrite`."""
+def plan_outputs(sources: list[Path], single: bool, options: Options) -> list[Path]:
+    """Every input's output path, checked before any work: a writable format, and no two inputs writing
+    the same file (`a.jpg` and `a.png` with --ext png would otherwise replace each other's result)."""
+    targets = [output_for(source, single, options) for source in sources]
+    seen: dict[str, Path] = {}
+    for source, target in zip(sources, targets):
+        if target.suffix.lower() not in READABLE:
+            raise JobError(f"{target}: unknown output format '{target.suffix}' (use one of {', '.join(sorted(READABLE))})")
+        key = os.path.normcase(os.path.abspath(target))
+        if key in seen:
+            raise JobError(
+                f"{seen[key]} and {source} would both write {target}; nothing was done (use --ext or separate folders)"
+            )
+        seen[key] = source
+    return targets
+
+
+def is_earlier_result(source: Path, target: Path) -> bool:
+    """Whether `target` looks like this tool's result for `source`: an image exactly 4x its size.
+
+    This is what --overwrite may replace; anything else (another photo, say, when an unquoted glob made
+    it the OUTPUT argument) is refused even with --overwrite."""
+    try:
+        width, height = image_size(source)
+        return image_size(target) == (width * SCALE, height * SCALE)
+    except ImageError:
+        return False
+
+
+def check_output(source: Path, target: Path, overwrite: bool, inputs: set[Path]) -> bool:
+    """Refuse to touch an input (`inputs`: all of this run's, resolved), or to replace an existing file that
+    is not an earlier result of this tool for this input, or any existing file without `overwrite`.
+    Returns whether the write may replace an existing file."""
     if target.resolve() == source.resolve() or (target.exists() and target.samefile(source)):
         raise ImageError(f"{target}: the output would overwrite its input; choose another name")
     if target.resolve() in inputs:
         raise ImageError(f"{target}: is also one of the inputs; choose another --suffix or folder")
-    if target.exists() and not overwrite:
-        raise ImageError(f"{target}: exists (use --overwrite to replace it)")
     if not target.parent.is_dir():
         raise ImageError(f"{target}: output folder {target.parent} does not exist")
     if not os.access(target.parent, os.W_OK):
         raise ImageError(f"{target}: output folder {target.parent} is not writable")
+    if not (target.exists() or target.is_symlink()):
+        return False
+    if not overwrite:
+        raise ImageError(f"{target}: exists (use --overwrite to replace an earlier result)")
+    if target.is_symlink() or not target.is_file() or not is_earlier_result(source, target):
+        raise ImageError(
+            f"{target}: exists and is not an earlier x4 result of {source.name} (not 4x its size); "
+            "refusing to replace it, even with --overwrite"
+        )
+    return True
+
+
+def make_output_folder(folder: Path) -> None:
+    """Create the output folder of a multi-file run; JobError with the cause if that cannot be done."""
+    if folder.exists() and not folder.is_dir():
+        raise JobError(f"{folder}: is a file; several inputs need an output folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
 
 
 def run_job(
@@ -122,19 +226,18 @@ def run_job(
     options: Options,
     upscale_one: Callable[[Image, Path], Image],
     on_error: Callable[[Path, str], None] = lambda _path, _message: None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Outcome:
     """Upscale every source, going on past bad files; each failure is recorded with its one-line reason."""
     outcome = Outcome()
+    targets = plan_outputs(sources, single, options)
     if not single and options.output is not None:
-        if options.output.exists() and not options.output.is_dir():
-            raise JobError(f"{options.output}: is a file; several inputs need an output folder")
-        options.output.mkdir(parents=True, exist_ok=True)
+        make_output_folder(options.output)
     inputs = {s.resolve() for s in sources}
-    for source in sources:
-        target = output_for(source, single, options)
+    for source, target in zip(sources, targets):
         try:
-            check_output(source, target, options.overwrite, inputs)
-            write_image(target, upscale_one(read_image(source), source))
+            replace = check_output(source, target, options.overwrite, inputs)
+            write_image(target, upscale_one(read_image(source, max_pixels), source), replace=replace)
             outcome.written.append(target)
         except (DeployError, ValueError, FloatingPointError, MemoryError) as exc:
             outcome.failed.append((source, str(exc)))

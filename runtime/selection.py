@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export.canary import canary_input, judge, read_canary
+from export.cli import BACKENDS
 from export.cuda_device import cuda_device
 from export.errors import DeployError
 from export.fileutil import sha256_file
@@ -20,28 +22,50 @@ from export.manifest import MANIFEST, artifact_path, load_manifest, onnx_file
 from export.trt_build import MODULES
 from runtime.backend import Backend, BackendError
 from runtime.fetch import cache_dir, fetch_checkpoint
+from runtime.memory import whole_image_side
 from runtime.tiling import TileConfig
-
-BACKENDS = ("auto", "tensorrt-rtx", "tensorrt", "onnxruntime", "openvino", "torch")
 
 
 @dataclass
 class Model:
-    """The artifacts one model is available as; any may be missing."""
+    """The artifacts one model is available as; any may be missing. `canary` holds the FP32 reference output
+    every backend is checked against before use (export/canary.py); without it only plausibility is checked."""
 
     origin: str
     ckpt: Path | None = None
     key: str | None = None
     onnx: dict[str, Path] = field(default_factory=dict)
     engines: dict[str, Path] = field(default_factory=dict)
+    canary: Path | None = None
 
 
 def onnx_precision(path: Path) -> str:
     """'fp16' when the graph's weights are FP16 (its I/O is FP32 either way), else 'fp32'."""
     import onnx
+    from google.protobuf.message import DecodeError
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+        raise DeployError(f"{path}: not an ONNX model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return "fp16" if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer) else "fp32"
+
+
+def _from_manifest(folder: Path, origin: str) -> Model:
+    """The model export.py wrote into `folder`: every artifact checked by name and sha256 first."""
+    manifest = load_manifest(folder)
+    model = Model(origin, canary=artifact_path(folder, manifest, kind="canary"))
+    for precision in ("fp32", "fp16"):
+        if path := artifact_path(folder, manifest, kind="onnx", precision=precision):
+            model.onnx[precision] = path
+    for artifact in manifest["artifacts"]:
+        if artifact["kind"] == "engine":
+            model.engines[str(artifact.get("flavor"))] = folder / artifact["file"]
+    source = Path(str(manifest["checkpoint"].get("path", "")))
+    if source.is_file() and sha256_file(source) == manifest["checkpoint"].get("sha256"):
+        model.ckpt = source
+        model.key = None if manifest["checkpoint"].get("key") in (None, "auto") else manifest["checkpoint"]["key"]
+    return model
 
 
 def resolve_model(
@@ -66,33 +90,28 @@ def resolve_model(
     if ckpt is not None:
         return Model(f"--ckpt {ckpt}", ckpt=Path(ckpt), key=key)
     if (engines_dir / MANIFEST).is_file():
-        manifest = load_manifest(engines_dir)
-        model = Model(f"{engines_dir / MANIFEST}")
-        for precision in ("fp32", "fp16"):
-            if path := artifact_path(engines_dir, manifest, kind="onnx", precision=precision):
-                model.onnx[precision] = path
-        for artifact in manifest["artifacts"]:
-            if artifact["kind"] == "engine":
-                model.engines[artifact["flavor"]] = engines_dir / artifact["file"]
-        source = Path(manifest["checkpoint"]["path"])
-        if source.is_file() and sha256_file(source) == manifest["checkpoint"]["sha256"]:
-            model.ckpt = source
-        return model
+        return _from_manifest(engines_dir, f"{engines_dir / MANIFEST}")
     return Model("public checkpoint (user cache)", ckpt=fetch_checkpoint())
 
 
-def onnx_from_checkpoint(model: Model) -> Path:
-    """An FP32 ONNX for a checkpoint-only model, exported once into the cache (keyed by the file's sha256)."""
-    digest = sha256_file(model.ckpt)[:16]
-    target = cache_dir() / "onnx" / f"{digest}-{model.key or 'auto'}-{onnx_file('fp32')}"
-    if not target.is_file():
-        from export.checkpoint import load_checkpoint
-        from export.fileutil import atomic_write_bytes
-        from export.onnx_export import export_fp32
+def export_to_cache(model: Model) -> None:
+    """Give a checkpoint-only model its ONNX graphs and canary: the export pipeline (ONNX only, parity gate
+    included) run once into the user cache, keyed by the checkpoint's sha256, the state_dict key, this
+    package's version and the opset, so a new exporter never serves a stale graph."""
+    from importlib import metadata
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, export_fp32(load_checkpoint(model.ckpt, model.key))[0].SerializeToString())
-    return target
+    from export.onnx_export import OPSET
+    from export.pipeline import ExportConfig, run_export
+
+    try:
+        version = metadata.version("lsanet-deploy")
+    except metadata.PackageNotFoundError:
+        version = "source"
+    folder = cache_dir() / "models" / f"{sha256_file(model.ckpt)[:16]}-{model.key or 'auto'}-v{version}-opset{OPSET}"
+    if not (folder / MANIFEST).is_file():
+        run_export(ExportConfig(ckpt=model.ckpt, out_dir=folder, key=model.key, flavor="none"))
+    cached = _from_manifest(folder, model.origin)
+    model.onnx, model.canary = cached.onnx, cached.canary
 
 
 def _installed(module: str) -> bool:
@@ -106,9 +125,6 @@ def _trt(flavor: str, model: Model, precision: str | None) -> Backend:
         raise BackendError(f"no {module} engine in {model.origin} (export one with export.py)")
     if cuda_device() is None:
         raise BackendError("no NVIDIA GPU found")
-    for needed in (module, "pycuda"):
-        if not _installed(needed):
-            raise BackendError(f"{needed} is not installed (pip install -e '.[gpu]')")
     from runtime.trt_backend import TensorRTBackend
 
     backend = TensorRTBackend(engine, model.onnx.get("fp32"))
@@ -120,8 +136,9 @@ def _trt(flavor: str, model: Model, precision: str | None) -> Backend:
 def _onnx_path(model: Model, precision: str) -> Path:
     if precision in model.onnx:
         return model.onnx[precision]
-    if precision == "fp32" and model.ckpt is not None:
-        return onnx_from_checkpoint(model)
+    if model.ckpt is not None and not model.onnx:
+        export_to_cache(model)
+        return _onnx_path(model, precision)
     raise BackendError(f"no {precision} ONNX graph in {model.origin}")
 
 
@@ -168,8 +185,36 @@ def _candidates(model: Model, precision: str | None) -> list[tuple[str, str, str
     ]  # fmt: skip
 
 
+def self_check(backend: Backend, model: Model) -> None:
+    """Run the canary through an active backend; BackendError with the reason if it misses its reference
+    (or, without one, is not a plausible x4 model). Measured cost in BENCHMARKS.md."""
+    inputs, reference = canary_input(), None
+    if model.canary is not None:
+        try:
+            inputs, reference = read_canary(model.canary)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+    try:
+        output = backend.infer(inputs)
+    except (ValueError, RuntimeError) as exc:  # a graph that is not LSANet's can fail on the canary's shape
+        raise BackendError(f"self-check failed: {str(exc).splitlines()[0]}") from None
+    if reason := judge(output, inputs, reference, backend.precision):
+        raise BackendError(f"self-check failed: {reason}")
+
+
+def _activate_checked(backend: Backend, model: Model) -> None:
+    """Load the backend and run its self-check; on any failure it is released again before raising."""
+    try:
+        backend.activate()
+        self_check(backend, model)
+    except (BackendError, MemoryError) as exc:
+        backend.deactivate()
+        raise BackendError(str(exc) or type(exc).__name__) from None
+
+
 def choose_backend(name: str, model: Model, precision: str | None = None) -> Backend:
-    """For 'auto' the first backend that can run; else the named one (an error saying why if it cannot)."""
+    """An active, self-checked backend: for 'auto' the first that loads and passes its self-check, else the
+    named one (an error saying why if it cannot). Every candidate passed over is listed with its reason."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
     skipped, reasons = [], []
@@ -178,6 +223,7 @@ def choose_backend(name: str, model: Model, precision: str | None = None) -> Bac
             continue
         try:
             backend = factory()
+            _activate_checked(backend, model)
         except BackendError as exc:
             skipped.append(f"{label}: {exc}")
             reasons.append(str(exc))
@@ -193,11 +239,12 @@ def choose_backend(name: str, model: Model, precision: str | None = None) -> Bac
 def tile_config(backend: Backend, tile: int | None = None, overlap: int | None = None) -> TileConfig:
     """Tiling for this backend: defaults measured in BENCHMARKS.md, capped by the backend's limits.
 
-    `tile` 0 means no tiling: the whole image in one pass (as far as the backend accepts it).
+    `tile` 0 means as few passes as memory allows: the largest pass that fits the memory available now
+    (runtime/memory.py), the whole image where it fits, and never a pass the backend does not accept.
     """
     limits = backend.limits
     default = TileConfig()
-    side = default.tile if tile is None else (tile or 10**6)
+    side = default.tile if tile is None else (tile or whole_image_side())
     return TileConfig(
         tile=min(side, limits.max_side or side),
         overlap=default.overlap if overlap is None else overlap,

@@ -164,14 +164,22 @@ def upscale(
 ) -> np.ndarray:
     """Upscale an H x W x 3 uint8/uint16 RGB image; returns sH x sW x 3 of the same dtype.
 
-    A MemoryError from `run` halves the tile and starts the image again. A tile whose output holds NaN/Inf
+    A MemoryError from `run` halves the tile and starts the image again; the output is allocated once,
+    before that, so an output too large for memory is reported as such, not as a tile problem. A tile whose output holds NaN/Inf
     is rerun through `rerun_fp32` (with a warning) when given; NaN/Inf that remains is an error.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected an H x W x 3 uint8 or uint16 image, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    try:
+        out = np.empty((h * config.scale, w * config.scale, 3), dtype=image.dtype)
+    except MemoryError:
+        sh, sw = h * config.scale, w * config.scale
+        size = sh * sw * 3 * image.dtype.itemsize / 2**30
+        raise MemoryError(f"the x{config.scale} result ({sw}x{sh}, {size:.1f} GiB) does not fit in memory") from None
     while True:
         try:
-            return _upscale_once(image, run, config, rerun_fp32, progress)
+            return _upscale_once(image, run, config, out, rerun_fp32, progress)
         except MemoryError:
             smaller = config.tile // 2
             if smaller < config.smallest_tile:
@@ -185,14 +193,13 @@ def count_tiles(height: int, width: int, config: TileConfig) -> int:
     return len(plan(height, width, config).tiles)
 
 
-def _upscale_once(image, run, config, rerun_fp32, progress) -> np.ndarray:
+def _upscale_once(image, run, config, out, rerun_fp32, progress) -> np.ndarray:
     h, w = image.shape[:2]
     s = config.scale
     peak = float(np.iinfo(image.dtype).max)
     layout = plan(h, w, config)
     padded = _pad(image, layout.height, layout.width)
     th, tw = layout.tile_height, layout.tile_width
-    out = np.empty((h * s, w * s, 3), dtype=image.dtype)
     for group in _batches(layout.tiles, config.batch):
         batch = np.empty((len(group), 3, th, tw), np.float32)
         for i, t in enumerate(group):

@@ -108,3 +108,16 @@ def exported(tmp_path_factory, weights_path: Path) -> tuple[Path, subprocess.Com
     result = run_script("export.py", "--ckpt", str(weights_path), "--fp16", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out, result
+
+
+def upscale_cli(exported, *args: str) -> subprocess.CompletedProcess:
+    """upscale.py with the session's exported engines folder."""
+    return run_script("upscale.py", *args, "--engines-dir", str(exported[0]))
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit 1, no traceback, and `error:` lines that mention every needle."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all(n in "\n".join(errors) for n in needles), result.stderr

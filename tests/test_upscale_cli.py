@@ -17,20 +17,9 @@ import pytest
 
 from export.metrics import psnr, y_psnr
 from runtime.fetch import FetchError, fetch_checkpoint
-from tests.conftest import ROOT, read_rgb, run_script
+from tests.conftest import ROOT, assert_one_line_error, read_rgb, upscale_cli
 from tests.test_imageio import jpeg_with_orientation
 from tests.test_model import SET5_REFERENCE_Y
-
-
-def upscale_cli(exported, *args: str) -> subprocess.CompletedProcess:
-    return run_script("upscale.py", *args, "--engines-dir", str(exported[0]))
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors and all(n in "\n".join(errors) for n in needles), result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +172,14 @@ def test_output_equal_to_input_is_refused(tmp_path, exported) -> None:
 def test_existing_output_needs_overwrite(tmp_path, exported) -> None:
     source, target = tmp_path / "in.png", tmp_path / "out.png"
     cv2.imwrite(str(source), np.zeros((20, 20, 3), np.uint8))
-    target.write_bytes(b"keep me")
+    cv2.imwrite(str(target), np.full((80, 80, 3), 7, np.uint8))  # an earlier result: 4x the input's size
     assert_one_line_error(upscale_cli(exported, str(source), str(target)), "exists (use --overwrite")
-    assert target.read_bytes() == b"keep me"
+    assert cv2.imread(str(target))[0, 0, 0] == 7
     assert upscale_cli(exported, str(source), str(target), "--overwrite").returncode == 0
-    assert cv2.imread(str(target)).shape == (80, 80, 3)
+    assert cv2.imread(str(target)).shape == (80, 80, 3) and cv2.imread(str(target))[0, 0, 0] != 7
+    target.write_bytes(b"keep me")  # not an image of 4x the input's size: never replaced
+    assert_one_line_error(upscale_cli(exported, str(source), str(target), "--overwrite"), "not an earlier x4 result")
+    assert target.read_bytes() == b"keep me"
 
 
 def test_unwritable_output_folder(tmp_path, exported) -> None:
