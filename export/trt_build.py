@@ -4,24 +4,39 @@ standard TensorRT 10.x/11.x (`tensorrt`, needs a GPU), through one code path, ea
 Follows ../shared/docs/tensorrt-notes.md: strongly typed networks (precision lives in the ONNX graph; there
 is no FP16 flag in TensorRT 11 and TensorRT-RTX), name-based profiles, parse errors read from the parser,
 None from build_serialized_network treated as a failure, a timing cache kept next to standard engines.
+The network is checked before building (FP32 I/O named as export/contract.py says, FP16 convolutions in an
+FP16 build, `is_network_supported`), and a build can be cancelled by a signal (IProgressMonitor).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
 import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 
-from export.contract import MIN_SIZE
+from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 from export.cuda_device import CudaDevice, cuda_device
 from export.errors import DeployError
 from export.fileutil import atomic_write_bytes, sha256_file
 
 MODULES = {"rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
 RTX_DEFAULT_TARGETS = ("SM86", "SM89", "SM120")
+
+# What the runtime really sends (runtime/tiling.py's TileConfig defaults through runtime/selection.py's
+# tile_config): batches of 1 tile, at most DEPLOY_TILE x DEPLOY_TILE LR pixels, no side longer than the
+# profile's max side. The default profile's max is exactly that, and the runtime sizes its buffers from the
+# engine's max, so the profile is the one setting both follow (tests/test_trt_build.py ties them together).
+DEPLOY_BATCH = 1
+DEPLOY_TILE = 512
 
 
 class EngineBuildError(DeployError):
@@ -34,11 +49,17 @@ class SidecarError(DeployError):
 
 @dataclass(frozen=True)
 class Profile:
-    """One optimisation profile: (batch, height, width) at min, opt and max; channels are fixed at 3."""
+    """One optimisation profile: (batch, height, width) at min, opt and max; channels are fixed at 3.
+
+    max = the largest tile the runtime sends (a larger max only makes the runtime's buffers bigger: a
+    1024 max quadruples them to ~200 MB pinned + ~200 MB device). opt = 3/4 of it: images above the pixel
+    budget are cut into equal tiles of about half to all of the max side, so 384 is the middle of what runs.
+    min = just above LSANet's 15-pixel floor.
+    """
 
     min: tuple[int, int, int] = (1, 16, 16)
-    opt: tuple[int, int, int] = (4, 256, 256)
-    max: tuple[int, int, int] = (8, 512, 512)
+    opt: tuple[int, int, int] = (DEPLOY_BATCH, DEPLOY_TILE * 3 // 4, DEPLOY_TILE * 3 // 4)
+    max: tuple[int, int, int] = (DEPLOY_BATCH, DEPLOY_TILE, DEPLOY_TILE)
 
     def __post_init__(self) -> None:
         for name in ("min", "opt", "max"):
@@ -78,6 +99,17 @@ class EngineResult:
     reused: bool = False
 
 
+def rtx_targets() -> list[str]:
+    """The compute capabilities TensorRT-RTX can target, from its own ComputeCapability enum (e.g. SM75 ...
+    SM121; no SM90/SM100: data-centre GPUs need standard TensorRT); empty where tensorrt_rtx is not installed."""
+    try:
+        trt = importlib.import_module(MODULES["rtx"])
+    except ImportError:
+        return []
+    members = trt.ComputeCapability.__members__
+    return sorted((name for name in members if name.startswith("SM")), key=lambda name: int(members[name]))
+
+
 def flavor_status(flavor: str) -> str | None:
     """None if this flavour can build engines here, else the reason it cannot."""
     try:
@@ -90,8 +122,10 @@ def flavor_status(flavor: str) -> str | None:
     return None
 
 
-def capture_logger(trt):
-    """A TensorRT logger that keeps warnings and errors: some reasons only ever reach the logger."""
+@functools.cache
+def process_logger(trt: ModuleType):
+    """The one logger of this process for this TensorRT module (TensorRT wants the same logger for every
+    builder and runtime). It keeps the latest warnings and errors: some reasons only ever reach the logger."""
 
     class Capture(trt.ILogger):
         def __init__(self) -> None:
@@ -100,7 +134,12 @@ def capture_logger(trt):
 
         def log(self, severity, msg) -> None:  # noqa: ANN001 - TensorRT's signature
             if severity <= trt.ILogger.Severity.WARNING:
-                self.messages.append(str(msg))
+                self.messages = [*self.messages[-9:], str(msg)]
+
+        def reason(self) -> str:
+            """The last messages, for an error; they are then forgotten."""
+            text, self.messages = "; ".join(self.messages[-3:]), []
+            return text
 
     return Capture()
 
@@ -110,22 +149,22 @@ def _targets(flavor: str, options: BuildOptions, device: CudaDevice | None) -> l
         return list(options.compute_capabilities or RTX_DEFAULT_TARGETS)
     if options.hardware_compatible:
         return ["AMPERE_PLUS"]
-    return [f"SM{device.compute_capability.replace('.', '')}"] if device else []
+    return [device.sm] if device else []
 
 
 def build_key(flavor: str, version: str, onnx_sha256: str, profile: Profile, options: BuildOptions, device) -> str:
-    """Everything that decides the engine's bytes; an engine is reused only when all of it is unchanged."""
+    """Everything that decides the engine's bytes; an engine is reused only when all of it is unchanged.
+
+    The GPU counts only for standard TensorRT (its plan is made for the building GPU), and then only its
+    name and compute capability: a driver update does not change the plan. A TensorRT-RTX build does not
+    depend on the machine at all (ahead-of-time, for the listed targets).
+    """
+    gpu = {"name": device.name, "compute_capability": device.compute_capability} if device and flavor != "rtx" else None
     material = json.dumps(
-        {
-            "flavor": flavor,
-            "version": version,
-            "onnx": onnx_sha256,
-            "profile": asdict(profile),
-            "options": asdict(options),
-            "device": device.as_dict() if device else None,
-        },
+        {"flavor": flavor, "version": version, "onnx": onnx_sha256, "profile": asdict(profile),
+         "options": asdict(options), "device": gpu},
         sort_keys=True,
-    )
+    )  # fmt: skip
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -151,6 +190,72 @@ def _reusable(engine: Path, key: str) -> dict | None:
     return sidecar if sidecar.get("build_key") == key else None
 
 
+CANCEL_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def cancellable(trt: ModuleType, config) -> Iterator[list[int]]:  # noqa: ANN001 - an IBuilderConfig
+    """Let SIGINT/SIGTERM/SIGHUP cancel the build run inside the block.
+
+    TensorRT holds the main thread inside build_serialized_network, so a signal is otherwise acted on only
+    when the build ends. Inside the block a signal is only recorded; TensorRT asks the IProgressMonitor set on
+    `config` after every step whether to go on (it calls it on the building thread, where Python then runs
+    the recording handler), and gets False. On leaving, the previous handlers come back and the first signal
+    is delivered again, so the command's own handler (clean exit, staging removed) runs as if it had come
+    now. Signal handlers can only be set from the main thread; elsewhere the build is not cancellable.
+    Yields the signals received.
+    """
+    received: list[int] = []
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name, parent_phase, num_steps) -> None:  # noqa: ANN001 - TensorRT's signature
+            pass
+
+        def phase_finish(self, phase_name) -> None:  # noqa: ANN001
+            pass
+
+        def step_complete(self, phase_name, step) -> bool:  # noqa: ANN001
+            return not received
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    monitor = Monitor()  # held here: the config may not keep the Python object alive
+    config.progress_monitor = monitor
+    previous = {sig: signal.getsignal(sig) for sig in CANCEL_SIGNALS}
+    for sig in CANCEL_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+def check_network(trt: ModuleType, builder, network, config, precision: str) -> None:  # noqa: ANN001
+    """What must hold before building: one FP32 input and output with the contract's names, FP16
+    convolutions in an FP16 build (none in an FP32 one), and the builder's own `is_network_supported`."""
+    if network.num_inputs != 1 or network.num_outputs != 1:
+        raise EngineBuildError(f"expected one input and one output, got {network.num_inputs}/{network.num_outputs}")
+    for tensor, name in ((network.get_input(0), INPUT_NAME), (network.get_output(0), OUTPUT_NAME)):
+        if tensor.name != name or tensor.dtype != trt.float32:
+            raise EngineBuildError(f"I/O tensor {tensor.name} ({tensor.dtype}): expected {name} in FP32 (export/contract.py)")
+    convolutions = [network.get_layer(i) for i in range(network.num_layers)]
+    convolutions = [layer for layer in convolutions if layer.type == trt.LayerType.CONVOLUTION]
+    half = sum(layer.get_output(0).dtype == trt.float16 for layer in convolutions)
+    if precision == "fp16" and half == 0:
+        raise EngineBuildError(f"an FP16 build, but none of the {len(convolutions)} convolutions computes in FP16")
+    if precision == "fp32" and half:
+        raise EngineBuildError(f"an FP32 build, but {half} convolutions compute in FP16")
+    if hasattr(builder, "is_network_supported") and not builder.is_network_supported(network, config):
+        raise EngineBuildError(f"the builder reports the network unsupported: {process_logger(trt).reason() or 'no reason given'}")
+
+
 def build_engine(
     flavor: str,
     onnx_path: Path,
@@ -164,27 +269,33 @@ def build_engine(
 ) -> EngineResult:
     """Build (or reuse) one engine from `onnx_path` and write it with its sidecar `<engine>.json`.
 
-    `reuse_from` is an existing engine: it is kept when its sidecar's build key matches, i.e. same ONNX bytes,
-    flavour, version, profile, options and GPU, and the file still has its recorded sha256.
+    `reuse_from` is the existing engine in the output folder: it is kept when its sidecar's build key matches,
+    i.e. same ONNX bytes, flavour, version, profile, options and GPU, and the file still has its recorded
+    sha256. Standard TensorRT's timing cache is read from beside it and written beside `engine_path`.
     """
     if reason := flavor_status(flavor):
         raise EngineBuildError(f"cannot build a {flavor} engine: {reason}")
     trt = importlib.import_module(MODULES[flavor])
+    unknown = sorted(set(options.compute_capabilities) - set(rtx_targets())) if flavor == "rtx" else []
+    if unknown:
+        raise EngineBuildError(f"TensorRT-RTX cannot target {', '.join(unknown)} (it targets {', '.join(rtx_targets())})")
     device = cuda_device()
     onnx_sha256 = sha256_file(onnx_path)
     key = build_key(flavor, trt.__version__, onnx_sha256, profile, options, device)
     if reuse_from is not None and (sidecar := _reusable(reuse_from, key)):
         return EngineResult(reuse_from, sidecar, reused=True)
 
-    logger = capture_logger(trt)
-    builder = trt.Builder(logger)
+    logger = process_logger(trt)
+    logger.reason()  # forget what earlier builds logged
+    try:
+        builder = trt.Builder(logger)
+    except TypeError:  # pybind's answer when the C++ factory returns null (e.g. a driver too old for this TensorRT)
+        raise EngineBuildError(f"{MODULES[flavor]} {trt.__version__} cannot start a builder: {logger.reason() or 'no reason given'}") from None
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)] or logger.messages[-3:]
-        raise EngineBuildError(f"{flavor}: cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown error'}")
-    if network.num_inputs != 1 or network.num_outputs != 1:
-        raise EngineBuildError(f"{flavor}: expected one input and one output, got {network.num_inputs}/{network.num_outputs}")
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)] or [logger.reason()]
+        raise EngineBuildError(f"{flavor}: cannot parse {onnx_path.name}: {'; '.join(e for e in errors if e) or 'unknown error'}")
 
     config = builder.create_builder_config()
     if options.workspace_mib is not None:
@@ -195,24 +306,31 @@ def build_engine(
     if config.add_optimization_profile(trt_profile) < 0:
         raise EngineBuildError(f"{flavor}: TensorRT rejected the optimisation profile {profile}")
 
-    cache_path = engine_path.with_suffix(".cache")
     if flavor == "rtx":
         if options.compute_capabilities:
             config.num_compute_capabilities = len(options.compute_capabilities)
             for i, cc in enumerate(options.compute_capabilities):
                 config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
     else:
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        previous = (reuse_from or engine_path).with_suffix(".cache")
+        cache = config.create_timing_cache(previous.read_bytes() if previous.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
         if options.hardware_compatible:
             config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    try:
+        check_network(trt, builder, network, config, precision)
+    except EngineBuildError as exc:
+        raise EngineBuildError(f"{flavor}: {onnx_path.name}: {exc}") from None
 
-    serialized = builder.build_serialized_network(network, config)
+    with cancellable(trt, config) as received:
+        serialized = builder.build_serialized_network(network, config)
+    if received:  # the signal's own handler ignored it: the build was still cancelled
+        raise EngineBuildError(f"{flavor}: build cancelled by signal {signal.Signals(received[0]).name}")
     if serialized is None:
-        raise EngineBuildError(f"{flavor}: build failed: {'; '.join(logger.messages[-3:]) or 'no reason given'}")
+        raise EngineBuildError(f"{flavor}: build failed: {logger.reason() or 'no reason given'}")
     atomic_write_bytes(engine_path, bytes(serialized))
     if flavor == "tensorrt":
-        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(engine_path.with_suffix(".cache"), bytes(config.get_timing_cache().serialize()))
 
     io = [network.get_input(0), network.get_output(0)]
     sidecar = {

@@ -1,30 +1,49 @@
-"""TensorRT-RTX and standard TensorRT engines on an NVIDIA GPU, with pycuda buffers and a stream.
+"""TensorRT-RTX and standard TensorRT engines on an NVIDIA GPU, with cuda-python buffers and a stream.
 
-Follows ../shared/docs/tensorrt-notes.md ("Run" and "pycuda pattern"): the sidecar is checked before
-anything is deserialized; TensorRT-RTX's get_engine_validity is asked next; deserialize_cuda_engine's None
-is turned into an error carrying the logger's reason; name-based I/O; buffers allocated once for the
-profile's maximum shape; a non-default stream; execute_async_v3. tensorrt/tensorrt_rtx and pycuda are
-imported only here, only on activate(). TensorRT-RTX compiles its kernels for the actual GPU when the
-execution context is made (15-30 s the first time), so a runtime cache (the bindings' IRuntimeConfig /
-IRuntimeCache: create_runtime_config, create_runtime_cache, deserialize, set_runtime_cache, serialize) is
-kept in the user cache, keyed by the engine's sha256, and saved when the backend is released.
+Follows ../shared/docs/tensorrt-notes.md ("Run", "Update") and NVIDIA's TensorRT-RTX sample
+samples/apiUsage/python/api_usage.py: every None / False result and every CUDA error code is checked; the
+sidecar is checked before anything is deserialized; TensorRT-RTX's get_engine_validity is asked next (its
+diagnostics bits named, SUBOPTIMAL a warning); the engine's I/O must be the contract's FP32 `lr` / `sr`.
+Buffers are allocated once, sized by the context for the profile's largest input; a non-default stream;
+execute_async_v3. TensorRT-RTX compiles its kernels for the actual GPU in create_execution_context (15-30 s
+the first time), so a runtime cache is kept in the user cache, keyed by the engine's sha256, and saved when
+the backend is released. Every way of not running here is a BackendError from activate() (which then frees
+what it had allocated), so `auto` can go on to the next backend. tensorrt/tensorrt_rtx and cuda-python are
+imported only here, only on activate().
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import math
+import sys
+import warnings
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from export import trt_build
-from export.cuda_device import cuda_device
+from export.contract import INPUT_NAME, OUTPUT_NAME
+from export.cuda_device import CudaDevice, cuda_device
 from export.fileutil import atomic_write_bytes
-from export.trt_build import MODULES, RTX_DEFAULT_TARGETS, capture_logger
-from runtime.backend import Backend, BackendError, BackendOutOfMemory, Limits
+from export.trt_build import MODULES, RTX_DEFAULT_TARGETS, process_logger, rtx_targets
+from runtime.backend import Backend, BackendError, Limits
 from runtime.fetch import cache_dir
 
 REBUILD = "rebuild it with: python export.py --ckpt CHECKPOINT --fp16"
+PIP = "pip install -e '.[gpu]'"
+# What to do about each EngineInvalidityDiagnostics bit (tensorrt_rtx 1.7 names them).
+DIAGNOSTIC_HINTS = {
+    "VERSION_MISMATCH": REBUILD,
+    "UNSUPPORTED_CC": f"{REBUILD} --compute-capability for this GPU",
+    "OLD_CUDA_DRIVER": "update the NVIDIA driver",
+    "OLD_CUDA_RUNTIME": "update the CUDA runtime",
+    "INSUFFICIENT_GPU_MEMORY": "free GPU memory",
+    "MALFORMED_ENGINE": REBUILD,
+    "CUDA_ERROR": "check the GPU and driver (nvidia-smi)",
+}
 
 
 def read_sidecar(engine: Path) -> dict:
@@ -35,17 +54,19 @@ def read_sidecar(engine: Path) -> dict:
         raise BackendError(f"{exc}; {REBUILD}") from None
 
 
-def check_compatibility(engine: Path, sidecar: dict, installed_version: str | None, gpu_cc: str | None) -> None:
-    """Raise BackendError saying what to rebuild when this engine cannot run here."""
+def check_compatibility(engine: Path, sidecar: dict, installed_version: str, gpu_cc: str) -> None:
+    """Raise BackendError saying what to do when this engine cannot run with this TensorRT on this GPU."""
     flavor = sidecar.get("flavor")
     if flavor not in MODULES:
         raise BackendError(f"{engine}: unknown engine flavour {flavor!r}; {REBUILD}")
-    if installed_version is None:
-        raise BackendError(f"{engine}: built with {MODULES[flavor]} {sidecar['version']}, which is not installed here")
-    if gpu_cc is None:
-        raise BackendError(f"{engine}: a TensorRT engine needs an NVIDIA GPU, and none was found")
     sm = "SM" + gpu_cc.replace(".", "")
     if flavor == "rtx":
+        supported = rtx_targets()
+        if sm not in supported:
+            raise BackendError(
+                f"{engine}: TensorRT-RTX cannot run on this GPU ({sm}; it supports {', '.join(supported)}); use standard "
+                "TensorRT: on this GPU run python export.py --ckpt CHECKPOINT --fp16 --flavor tensorrt"
+            )
         if installed_version.split(".")[:2] != str(sidecar["version"]).split(".")[:2]:
             raise BackendError(
                 f"{engine}: built with TensorRT-RTX {sidecar['version']}, installed {installed_version}; {REBUILD}"
@@ -64,6 +85,25 @@ def check_compatibility(engine: Path, sidecar: dict, installed_version: str | No
         raise BackendError(f"{engine}: built for {', '.join(targets) or 'another GPU'}, this GPU is {sm}; {REBUILD} on this GPU")
 
 
+def gpu_modules(flavor: str) -> tuple[ModuleType, ModuleType]:
+    """(tensorrt or tensorrt_rtx, cuda.bindings.runtime), or a BackendError naming the pip command."""
+    try:
+        trt = importlib.import_module(MODULES[flavor])
+    except ImportError:
+        raise BackendError(f"{MODULES[flavor]} is not installed ({PIP})") from None
+    try:
+        cudart = importlib.import_module("cuda.bindings.runtime")
+    except ImportError:
+        raise BackendError(f"cuda-python is not installed ({PIP})") from None
+    return trt, cudart
+
+
+def diagnostics(trt: ModuleType, bits: int) -> list[str]:
+    """The names of the EngineInvalidityDiagnostics bits set in `bits`."""
+    members = sorted(trt.EngineInvalidityDiagnostics.__members__.items(), key=lambda item: int(item[1]))
+    return [name for name, flag in members if int(bits) & int(flag)]
+
+
 class TensorRTBackend(Backend):
     def __init__(self, engine: Path, fp32_onnx: Path | None = None) -> None:
         super().__init__()
@@ -76,6 +116,10 @@ class TensorRTBackend(Backend):
         n0, _, h0, w0 = profile["min"]
         n1, _, h1, w1 = profile["max"]
         self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1)
+        self._trt = self._cudart = None
+        self._runtime = self._engine = self._runtime_config = self._runtime_cache = self._context = None
+        self._stream = self._host_in = self._host_out = self._device_in = self._device_out = None
+        self._host_in_array = self._host_out_array = None
 
     @property
     def limits(self) -> Limits:
@@ -85,86 +129,154 @@ class TensorRTBackend(Backend):
     def precision(self) -> str:
         return self.sidecar["precision"]
 
-    def activate_impl(self) -> None:
-        try:
-            trt = importlib.import_module(MODULES[self.flavor])
-        except ImportError:
-            trt = None
-        device = cuda_device()
-        check_compatibility(
-            self.engine_path, self.sidecar, trt.__version__ if trt else None, device.compute_capability if device else None
-        )
-        try:
-            import pycuda.autoprimaryctx  # noqa: F401 - shares the primary context (tensorrt-notes.md)
-            import pycuda.driver as cuda
-        except ImportError:
-            raise BackendError("pycuda is not installed (pip install -e '.[gpu]')") from None
-        logger = capture_logger(trt)
-        runtime = trt.Runtime(logger)
-        plan = self.engine_path.read_bytes()
-        if self.flavor == "rtx":
-            validity, _diagnostics = runtime.get_engine_validity(plan)
-            if validity == trt.EngineValidity.INVALID:
-                raise BackendError(f"{self.engine_path}: TensorRT-RTX reports the engine invalid here; {REBUILD}")
-        engine = runtime.deserialize_cuda_engine(plan)
-        if engine is None:
-            raise BackendError(f"{self.engine_path}: cannot deserialize ({'; '.join(logger.messages[-2:])}); {REBUILD}")
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self._input = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self._output = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self._runtime_cache = None
-        if self.flavor == "rtx":
-            runtime_config = engine.create_runtime_config()
-            self._runtime_cache = runtime_config.create_runtime_cache()
-            if self.runtime_cache_path.is_file():
-                # False means the cache was made for another GPU, driver or version: it is then rebuilt.
-                self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
-            runtime_config.set_runtime_cache(self._runtime_cache)
-            self._context = engine.create_execution_context(runtime_config)
-        else:
-            self._context = engine.create_execution_context()
-        n, c, h, w = engine.get_tensor_profile_shape(self._input, 0)[2]
-        in_size, out_size = n * c * h * w, n * c * h * w * 16
-        try:
-            self._host_in = cuda.pagelocked_empty(in_size, np.float32)
-            self._host_out = cuda.pagelocked_empty(out_size, np.float32)
-            self._device_in = cuda.mem_alloc(self._host_in.nbytes)
-            self._device_out = cuda.mem_alloc(self._host_out.nbytes)
-        except cuda.MemoryError as exc:
-            raise BackendOutOfMemory(str(exc)) from None
-        self._stream = cuda.Stream()
-        self._cuda = cuda
-        self._engine = engine
-
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        cuda, context = self._cuda, self._context
-        context.set_input_shape(self._input, batch.shape)
-        out_shape = tuple(context.get_tensor_shape(self._output))
-        size = int(np.prod(out_shape))
-        self._host_in[: batch.size] = batch.ravel()
-        context.set_tensor_address(self._input, int(self._device_in))
-        context.set_tensor_address(self._output, int(self._device_out))
-        cuda.memcpy_htod_async(self._device_in, self._host_in[: batch.size], self._stream)
-        if not context.execute_async_v3(self._stream.handle):
-            raise BackendError(f"{self.name}: execute_async_v3 failed for shape {batch.shape}")
-        cuda.memcpy_dtoh_async(self._host_out[:size], self._device_out, self._stream)
-        self._stream.synchronize()
-        return self._host_out[:size].reshape(out_shape).copy()
-
     @property
     def runtime_cache_path(self) -> Path:
         return cache_dir() / "rtx-runtime" / f"{self.sidecar['engine_sha256'][:16]}.cache"
 
-    def deactivate_impl(self) -> None:
+    def activate_impl(self) -> None:
+        device = cuda_device()
+        if device is None:
+            raise BackendError(f"{self.name}: needs an NVIDIA GPU, and none was found")
+        trt, cudart = gpu_modules(self.flavor)
+        check_compatibility(self.engine_path, self.sidecar, trt.__version__, device.compute_capability)
+        self._trt, self._cudart = trt, cudart
+        try:
+            self._load(device)
+            self._allocate()
+        except BaseException:
+            self._release()
+            raise
+
+    def _load(self, device: CudaDevice) -> None:
+        """Runtime, validity, engine, I/O check, runtime cache and context (api_usage.py's run_inference)."""
+        trt, path = self._trt, self.engine_path
+        logger = process_logger(trt)
+        logger.reason()  # forget what earlier objects logged
+        try:
+            self._runtime = trt.Runtime(logger)
+        except TypeError:  # pybind's answer when the C++ factory returns null: typically a driver too old
+            raise BackendError(
+                f"{MODULES[self.flavor]} {trt.__version__} cannot start on this driver (CUDA {device.driver}): "
+                f"update the NVIDIA driver ({logger.reason() or 'no reason given'})"
+            ) from None
+        plan = path.read_bytes()
+        if self.flavor == "rtx":
+            validity, bits = self._runtime.get_engine_validity(plan)
+            names = diagnostics(trt, bits)
+            if validity == trt.EngineValidity.INVALID:
+                hints = dict.fromkeys(DIAGNOSTIC_HINTS.get(n, REBUILD) for n in names) or [REBUILD]
+                raise BackendError(f"{path}: TensorRT-RTX cannot run it here ({', '.join(names) or 'no reason given'}); {'; '.join(hints)}")
+            if validity == trt.EngineValidity.SUBOPTIMAL:
+                warnings.warn(f"{path}: TensorRT-RTX says it runs suboptimally here ({', '.join(names)}); {REBUILD}", stacklevel=4)
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise BackendError(f"{path}: cannot deserialize ({logger.reason() or 'no reason given'}); {REBUILD}")
+        self._check_io()
+        if self.flavor == "rtx":
+            self._runtime_config = self._engine.create_runtime_config()
+            if self._runtime_config is None:
+                raise BackendError(f"{path}: TensorRT-RTX could not create a runtime config ({logger.reason()})")
+            self._runtime_cache = self._runtime_config.create_runtime_cache()
+            if self._runtime_cache is None:
+                raise BackendError(f"{path}: TensorRT-RTX could not create a runtime cache ({logger.reason()})")
+            cached = self.runtime_cache_path.is_file() and self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
+            if not self._runtime_config.set_runtime_cache(self._runtime_cache):
+                raise BackendError(f"{path}: TensorRT-RTX rejected its runtime cache ({logger.reason()})")
+            if not cached:  # none yet, or made for another GPU, driver or version: the JIT compiles now
+                print("compiling for this GPU (first run only)...", file=sys.stderr, flush=True)
+            self._context = self._engine.create_execution_context(self._runtime_config)
+        else:
+            self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(
+                f"{path}: no execution context (out of GPU memory, or kernel compilation failed: "
+                f"{logger.reason() or 'no reason given'})"
+            )
+
+    def _check_io(self) -> None:
+        trt = self._trt
+        found = {}
+        for i in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(i)
+            found[name] = (self._engine.get_tensor_mode(name), self._engine.get_tensor_dtype(name))
+        expected = {INPUT_NAME: (trt.TensorIOMode.INPUT, trt.float32), OUTPUT_NAME: (trt.TensorIOMode.OUTPUT, trt.float32)}
+        if found != expected:
+            have = ", ".join(f"{n} {mode.name} {dtype.name}" for n, (mode, dtype) in found.items())
+            raise BackendError(f"{self.engine_path}: expected FP32 input {INPUT_NAME} and output {OUTPUT_NAME}, found {have}; {REBUILD}")
+
+    def _cuda(self, result: tuple, what: str):  # noqa: ANN202 - the call's value, whatever its type
+        """The value of a cuda-python call, or a BackendError naming the call and the CUDA error."""
+        error, *value = result
+        if error != self._cudart.cudaError_t.cudaSuccess:
+            name = getattr(error, "name", str(error))
+            if error == self._cudart.cudaError_t.cudaErrorMemoryAllocation:
+                raise BackendError(f"{self.name}: out of GPU memory for {what} ({name}); free GPU memory or export a smaller --max-shape")
+            raise BackendError(f"{self.name}: {what} failed ({name})")
+        return value[0] if len(value) == 1 else None
+
+    def _allocate(self) -> None:
+        """Stream and buffers for the profile's largest input, the output size asked of the context."""
+        # TensorRT objects are only ever held on self, never in locals: a traceback would keep them alive
+        # past _release() and break the teardown order.
+        cudart = self._cudart
+        largest = tuple(self._engine.get_tensor_profile_shape(INPUT_NAME, 0)[2])
+        if not self._context.set_input_shape(INPUT_NAME, largest):
+            raise BackendError(f"{self.engine_path}: the engine rejects its own largest input shape {largest}; {REBUILD}")
+        in_size, out_size = math.prod(largest), math.prod(tuple(self._context.get_tensor_shape(OUTPUT_NAME)))
+        self._stream = self._cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._host_in = self._cuda(cudart.cudaMallocHost(in_size * 4), f"{in_size * 4 >> 20} MiB of pinned input memory")
+        self._host_out = self._cuda(cudart.cudaMallocHost(out_size * 4), f"{out_size * 4 >> 20} MiB of pinned output memory")
+        self._device_in = self._cuda(cudart.cudaMalloc(in_size * 4), f"{in_size * 4 >> 20} MiB of device input memory")
+        self._device_out = self._cuda(cudart.cudaMalloc(out_size * 4), f"{out_size * 4 >> 20} MiB of device output memory")
+        self._host_in_array = np.ctypeslib.as_array((ctypes.c_float * in_size).from_address(self._host_in))
+        self._host_out_array = np.ctypeslib.as_array((ctypes.c_float * out_size).from_address(self._host_out))
+        for name, address in ((INPUT_NAME, self._device_in), (OUTPUT_NAME, self._device_out)):
+            if not self._context.set_tensor_address(name, address):
+                raise BackendError(f"{self.engine_path}: set_tensor_address({name}) failed")
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        cudart, stream = self._cudart, self._stream
+        if not self._context.set_input_shape(INPUT_NAME, batch.shape):
+            raise BackendError(f"{self.name}: the engine rejects input shape {batch.shape} ({self.limits})")
+        out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
+        size = math.prod(out_shape)
+        self._host_in_array[: batch.size] = batch.ravel()
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._cuda(cudart.cudaMemcpyAsync(self._device_in, self._host_in, batch.nbytes, h2d, stream), "copy to the GPU")
+        if not self._context.execute_async_v3(int(stream)):
+            raise BackendError(f"{self.name}: execute_async_v3 failed for shape {batch.shape}")
+        self._cuda(cudart.cudaMemcpyAsync(self._host_out, self._device_out, size * 4, d2h, stream), "copy from the GPU")
+        self._cuda(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        return self._host_out_array[:size].reshape(out_shape).copy()
+
+    def _release(self) -> list[str]:
+        """Free everything held, in TensorRT's order (context, runtime cache saved then freed with its config,
+        engine, runtime), then the CUDA memory and stream; returns what failed, freeing the rest anyway."""
+        failures = []
+        self._context = None
         if self._runtime_cache is not None:
-            self.runtime_cache_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.runtime_cache_path, bytes(self._runtime_cache.serialize()))
-            self._runtime_cache = None
-        for name in ("_device_in", "_device_out"):
-            buffer = getattr(self, name, None)
-            if buffer is not None:
-                buffer.free()
-        self._context = self._engine = self._stream = None
+            blob = self._runtime_cache.serialize()
+            try:
+                if blob is not None:
+                    self.runtime_cache_path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(self.runtime_cache_path, bytes(blob))
+            except OSError as exc:
+                failures.append(f"saving the runtime cache: {exc}")
+        self._runtime_cache = self._runtime_config = None
+        self._engine = self._runtime = None
+        self._host_in_array = self._host_out_array = None
+        cudart = self._cudart
+        for attr, free in (("_device_in", "cudaFree"), ("_device_out", "cudaFree"), ("_host_in", "cudaFreeHost"),
+                           ("_host_out", "cudaFreeHost"), ("_stream", "cudaStreamDestroy")):  # fmt: skip
+            handle = getattr(self, attr)
+            setattr(self, attr, None)
+            if handle is not None and (error := getattr(cudart, free)(handle)[0]) != cudart.cudaError_t.cudaSuccess:
+                failures.append(f"{free}: {getattr(error, 'name', error)}")
+        return failures
+
+    def deactivate_impl(self) -> None:
+        if failures := self._release():
+            raise BackendError(f"{self.name}: release failed: {'; '.join(failures)}")
 
     def fp32_rerun(self) -> Backend | None:
         if self.precision == "fp32" or self.fp32_onnx is None:

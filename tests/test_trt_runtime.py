@@ -1,5 +1,11 @@
-"""TensorRT engines at run time: the checks made before deserializing run everywhere; execution and its
-parity (PyTorch vs ONNX vs engine, FP16 thresholds) need an NVIDIA GPU and skip without one."""
+"""The TensorRT backend at run time.
+
+Without a GPU: the checks made before deserializing, and the backend's contract with TensorRT-RTX and
+cuda-python, run against the fake pair of tests/trt_api/fake.py (whose every call is checked against the
+real, introspected API) on a real TensorRT-RTX engine and sidecar built by export.py: every failure is a
+one-line BackendError from activate(), which frees what it had allocated. Execution and its parity (PyTorch
+vs ONNX vs engine, FP16 thresholds) need an NVIDIA GPU and skip without one.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from export.cuda_device import cuda_device
+from export.cuda_device import CudaDevice, cuda_device
 from export.metrics import compare
 from export.parity import THRESHOLDS, to_nchw
+from export.trt_build import Profile
+from runtime import trt_backend
 from runtime.backend import BackendError
 from runtime.trt_backend import TensorRTBackend, check_compatibility, read_sidecar
+from tests.trt_api.fake import Scenario, install, nearest_x4
+
+RTX_4090 = CudaDevice("NVIDIA GeForce RTX 4090", "8.9", "12.4", 24564)
+H100 = CudaDevice("NVIDIA H100 80GB HBM3", "9.0", "12.4", 81559)
+A100 = CudaDevice("NVIDIA A100-SXM4-80GB", "8.0", "12.4", 81920)
+FREED = ["cudaFree", "cudaFree", "cudaFreeHost", "cudaFreeHost", "cudaStreamDestroy"]
 
 
 @pytest.fixture
@@ -23,6 +36,117 @@ def engine(exported, tmp_path: Path) -> Path:
     for name in ("lsanet_x4_fp16.rtx.engine", "lsanet_x4_fp16.rtx.json"):
         shutil.copy(exported[0] / name, tmp_path / name)
     return tmp_path / "lsanet_x4_fp16.rtx.engine"
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, tmp_path: Path, engine: Path):
+    """Install the fake TensorRT-RTX / cuda-python pair on an RTX 4090; returns a function that starts a
+    scenario (the profile is the real engine's) and gives the backend and the scenario."""
+    monkeypatch.setenv("LSANET_CACHE", str(tmp_path / "cache"))
+    profile = next(iter(read_sidecar(engine)["profile"].values()))
+
+    def start(device: CudaDevice = RTX_4090, **settings) -> tuple[TensorRTBackend, Scenario]:
+        scenario = Scenario(profile=tuple(tuple(profile[k]) for k in ("min", "opt", "max")), **settings)
+        install(monkeypatch, scenario)
+        monkeypatch.setattr(trt_backend, "cuda_device", lambda: device)
+        return TensorRTBackend(engine), scenario
+
+    return start
+
+
+def test_runs_tiles_through_the_engine_and_frees_in_order(fake_gpu, capsys) -> None:
+    backend, scenario = fake_gpu()
+    with backend:
+        for shape in ((1, 3, 16, 16), (1, 3, 37, 512), (1, 3, 512, 512)):
+            x = np.random.default_rng(0).random(shape, dtype=np.float32)
+            np.testing.assert_array_equal(backend.infer(x), nearest_x4(x))
+        assert "compiling for this GPU (first run only)..." in capsys.readouterr().err
+    # One input and one output buffer of each kind, sized for the largest tile the profile allows.
+    assert scenario.events[:5] == ["cudaStreamCreate", "cudaMallocHost", "cudaMallocHost", "cudaMalloc", "cudaMalloc"]
+    teardown = scenario.events[5:]
+    assert teardown == [
+        "del IExecutionContext", "serialize IRuntimeCache", "del IRuntimeCache", "del IRuntimeConfig",
+        "del ICudaEngine", "del Runtime", *FREED,
+    ]  # fmt: skip
+    assert not scenario.allocations and backend.runtime_cache_path.read_bytes() == b"fake runtime cache"
+    with backend:  # the second run finds its runtime cache: no JIT message
+        pass
+    assert "compiling" not in capsys.readouterr().err
+
+
+def test_buffers_are_sized_from_the_profile_max(fake_gpu) -> None:
+    backend, scenario = fake_gpu()
+    with backend:
+        sizes = sorted(len(buffer) for buffer in scenario.allocations.values())
+    _, _, h, w = scenario.profile[2]
+    assert sizes == [3 * h * w * 4] * 2 + [3 * h * w * 16 * 4] * 2  # 3 MiB in, 48 MiB out at 512x512
+
+
+@pytest.mark.parametrize(
+    ("settings", "message", "made"),
+    [
+        ({"context_none": True}, "no execution context", ["del IRuntimeCache", "del IRuntimeConfig", "del ICudaEngine"]),
+        ({"set_input_shape": False}, "rejects its own largest input shape", ["del IExecutionContext", "del ICudaEngine"]),
+        ({"out_of_memory_at": 3}, r"out of GPU memory for 48 MiB of device output memory", ["cudaFree", "cudaFreeHost"]),
+        ({"output_dtype": "HALF"}, "expected FP32 input lr and output sr, found lr INPUT FLOAT, sr OUTPUT HALF", ["del ICudaEngine"]),
+        ({"deserialize_none": True}, r"cannot deserialize \(Error Code 1: Serialization \(fake reason\)\)", ["del Runtime"]),
+        ({"validity": "INVALID", "diagnostics": ("OLD_CUDA_DRIVER", "INSUFFICIENT_GPU_MEMORY")},
+         r"cannot run it here \(OLD_CUDA_DRIVER, INSUFFICIENT_GPU_MEMORY\); update the NVIDIA driver; free GPU memory",
+         ["del Runtime"]),
+        ({"runtime_type_error": True}, r"cannot start on this driver \(CUDA 12.4\): update the NVIDIA driver", []),
+    ],
+)  # fmt: skip
+def test_every_failure_is_a_one_line_backend_error_and_frees_everything(fake_gpu, settings, message, made) -> None:
+    backend, scenario = fake_gpu(**settings)
+    with pytest.raises(BackendError, match=message) as error:
+        backend.activate()
+    assert "\n" not in str(error.value) and not backend.active
+    assert not scenario.allocations, "activate() must free what it allocated before failing"
+    remaining = iter(scenario.events)
+    assert all(event in remaining for event in made), (made, scenario.events)  # in this order
+
+
+def test_a_runtime_shape_the_engine_rejects_is_a_backend_error(fake_gpu) -> None:
+    backend, scenario = fake_gpu()
+    with backend:
+        scenario.set_input_shape = False
+        with pytest.raises(BackendError, match="rejects input shape"):
+            backend.infer(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_suboptimal_engine_warns_and_runs(fake_gpu) -> None:
+    backend, _ = fake_gpu(validity="SUBOPTIMAL", diagnostics=("OLD_CUDA_RUNTIME",))
+    with pytest.warns(UserWarning, match=r"runs suboptimally here \(OLD_CUDA_RUNTIME\)"):
+        backend.activate()
+    backend.deactivate()
+
+
+@pytest.mark.parametrize("device", [H100, A100], ids=["SM90", "SM80"])
+def test_gpus_the_engine_cannot_serve_are_refused_before_loading(fake_gpu, device) -> None:
+    backend, scenario = fake_gpu(device)
+    with pytest.raises(BackendError) as error:
+        backend.activate()
+    if device is H100:  # TensorRT-RTX has no SM90 target at all: standard TensorRT is the way
+        assert "TensorRT-RTX cannot run on this GPU (SM90" in str(error.value) and "--flavor tensorrt" in str(error.value)
+    else:  # SM80 is a TensorRT-RTX target, just not one of the default three
+        assert "built for SM86, SM89, SM120, this GPU is SM80" in str(error.value)
+        assert "--compute-capability SM80" in str(error.value)
+    assert scenario.events == []
+
+
+@pytest.mark.parametrize("missing", ["tensorrt_rtx", "cuda.bindings.runtime"])
+def test_missing_packages_name_the_pip_command(fake_gpu, monkeypatch, missing) -> None:
+    backend, _ = fake_gpu()
+    monkeypatch.setitem(__import__("sys").modules, missing, None)  # None in sys.modules: ImportError
+    with pytest.raises(BackendError, match=r"is not installed \(pip install -e '\.\[gpu\]'"):
+        backend.activate()
+
+
+def test_activation_without_a_gpu_is_a_clear_error(engine: Path) -> None:
+    if cuda_device() is not None:
+        pytest.skip("a GPU is present: covered by the execution tests below")
+    with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
+        TensorRTBackend(engine).activate()
 
 
 def test_sidecar_must_match_the_engine(engine: Path) -> None:
@@ -36,18 +160,16 @@ def test_sidecar_must_match_the_engine(engine: Path) -> None:
         read_sidecar(engine)
 
 
-def test_compatibility_messages_say_what_to_rebuild(engine: Path) -> None:
+def test_compatibility_messages_say_what_to_do(engine: Path) -> None:
     sidecar = read_sidecar(engine)
     version = sidecar["version"]
     check_compatibility(engine, sidecar, version, "8.9")
-    with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
-        check_compatibility(engine, sidecar, version, None)
     with pytest.raises(BackendError, match=r"built for SM86, SM89, SM120, this GPU is SM75; .*--compute-capability SM75"):
         check_compatibility(engine, sidecar, version, "7.5")
+    with pytest.raises(BackendError, match=r"TensorRT-RTX cannot run on this GPU \(SM100; it supports SM75, SM80, "):
+        check_compatibility(engine, sidecar, version, "10.0")
     with pytest.raises(BackendError, match=r"built with TensorRT-RTX .*installed 2\.0"):
         check_compatibility(engine, sidecar, "2.0.0", "8.9")
-    with pytest.raises(BackendError, match="not installed"):
-        check_compatibility(engine, sidecar, None, "8.9")
     standard = dict(sidecar, flavor="tensorrt", version="10.13.0", target_compute_capabilities=["SM89"])
     with pytest.raises(BackendError, match="built with TensorRT 10.13.0, installed 10.14.1"):
         check_compatibility(engine, standard, "10.14.1", "8.9")
@@ -58,34 +180,34 @@ def test_compatibility_messages_say_what_to_rebuild(engine: Path) -> None:
 
 def test_limits_come_from_the_profile(engine: Path) -> None:
     backend = TensorRTBackend(engine)
-    assert (backend.limits.min_side, backend.limits.max_side, backend.limits.max_batch) == (16, 512, 8)
+    default = Profile()
+    assert (backend.limits.min_side, backend.limits.max_side, backend.limits.max_batch) == (16, default.max[1], default.max[0])
     assert backend.precision == "fp16"
 
 
-def test_activation_without_a_gpu_is_a_clear_error(engine: Path) -> None:
-    if cuda_device() is not None:
-        pytest.skip("a GPU is present: covered by the execution tests below")
-    with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
-        TensorRTBackend(engine).activate()
+def test_engine_json_is_what_the_manifest_lists(exported) -> None:
+    manifest = json.loads((exported[0] / "manifest.json").read_text())
+    sidecars = [a for a in manifest["artifacts"] if a["kind"] == "sidecar"]
+    assert sidecars and all((exported[0] / a["file"]).is_file() for a in sidecars)
 
 
-needs_gpu = pytest.mark.skipif(
-    cuda_device() is None,
-    reason="TensorRT engine execution needs an NVIDIA GPU and none is here (engines are still built and checked)",
-)
+needs_gpu = pytest.mark.skipif(cuda_device() is None, reason="needs an NVIDIA GPU")
 
 
 @needs_gpu
 def test_engine_matches_pytorch_and_onnx_on_real_images(exported, public_model, set5, photos) -> None:
+    import torch
+
     from runtime.ort_backend import ORTBackend
 
     out = exported[0]
     with TensorRTBackend(out / "lsanet_x4_fp16.rtx.engine") as trt, ORTBackend(out / "lsanet_x4_fp32.onnx", device="cpu") as ort:
         for name, lr, _ in set5 + photos:
-            x = to_nchw(lr)
+            x = to_nchw(lr)  # all within the profile's 512x512
             with torch.no_grad():
                 reference = np.clip(public_model(torch.from_numpy(x)).numpy(), 0, 1)
             engine_out = trt.infer(x)
+            # The export gate's FP16 thresholds (export/parity.py): the engine runs the same FP16 graph.
             for other in (reference, np.clip(ort.infer(x), 0, 1)):
                 result = compare(other, np.clip(engine_out, 0, 1))
                 assert result.nonfinite == 0, name
@@ -93,17 +215,11 @@ def test_engine_matches_pytorch_and_onnx_on_real_images(exported, public_model, 
 
 
 @needs_gpu
-def test_engine_runs_batches_and_profile_extremes_and_keeps_its_runtime_cache(exported, tmp_path, monkeypatch) -> None:
+def test_engine_runs_profile_extremes_and_keeps_its_runtime_cache(exported, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LSANET_CACHE", str(tmp_path))
     backend = TensorRTBackend(exported[0] / "lsanet_x4_fp16.rtx.engine")
     with backend:
-        for shape in ((1, 3, 16, 16), (8, 3, 64, 48), (1, 3, 512, 512)):
+        for shape in ((1, 3, 16, 16), (1, 3, 64, 48), (1, 3, 512, 512)):
             out = backend.infer(np.random.default_rng(0).random(shape, dtype=np.float32))
             assert out.shape == (shape[0], 3, shape[2] * 4, shape[3] * 4) and np.isfinite(out).all()
     assert backend.runtime_cache_path.is_file() and backend.runtime_cache_path.stat().st_size > 0
-
-
-def test_engine_json_is_what_the_manifest_lists(exported) -> None:
-    manifest = json.loads((exported[0] / "manifest.json").read_text())
-    sidecars = [a for a in manifest["artifacts"] if a["kind"] == "sidecar"]
-    assert sidecars and all((exported[0] / a["file"]).is_file() for a in sidecars)
