@@ -134,6 +134,31 @@ def test_gpus_the_engine_cannot_serve_are_refused_before_loading(fake_gpu, devic
     assert scenario.events == []
 
 
+@pytest.mark.parametrize(
+    ("device", "settings", "reason"),
+    [
+        (H100, {}, "TensorRT-RTX cannot run on this GPU (SM90"),
+        (A100, {}, "this GPU is SM80; rebuild it with"),
+        (RTX_4090, {"runtime_type_error": True}, "update the NVIDIA driver"),
+    ],
+    ids=["SM90", "SM80", "old-driver"],
+)
+def test_auto_passes_over_an_engine_this_gpu_cannot_run_and_says_why(fake_gpu, monkeypatch, exported, device, settings, reason) -> None:
+    from runtime import selection
+
+    backend, _ = fake_gpu(device, **settings)
+    monkeypatch.setattr(selection, "cuda_device", lambda: device)
+    out = exported[0]
+    model = selection.Model("test", onnx={"fp32": out / "lsanet_x4_fp32.onnx", "fp16": out / "lsanet_x4_fp16.onnx"},
+                            engines={"rtx": backend.engine_path})  # fmt: skip
+    chosen = selection.choose_backend("auto", model)
+    try:
+        assert chosen.name != "tensorrt-rtx"
+        assert any(line.startswith("tensorrt-rtx: ") and reason in line for line in chosen.skipped), chosen.skipped
+    finally:
+        chosen.deactivate()
+
+
 @pytest.mark.parametrize("missing", ["tensorrt_rtx", "cuda.bindings.runtime"])
 def test_missing_packages_name_the_pip_command(fake_gpu, monkeypatch, missing) -> None:
     backend, _ = fake_gpu()
