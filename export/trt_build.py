@@ -132,7 +132,7 @@ def process_logger(trt: ModuleType):
             trt.ILogger.__init__(self)
             self.messages: list[str] = []
 
-        def log(self, severity, msg) -> None:  # noqa: ANN001 - TensorRT's signature
+        def log(self, severity, msg) -> None:
             if severity <= trt.ILogger.Severity.WARNING:
                 self.messages = [*self.messages[-9:], str(msg)]
 
@@ -194,7 +194,7 @@ CANCEL_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "
 
 
 @contextmanager
-def cancellable(trt: ModuleType, config) -> Iterator[list[int]]:  # noqa: ANN001 - an IBuilderConfig
+def cancellable(trt: ModuleType, config) -> Iterator[list[int]]:
     """Let SIGINT/SIGTERM/SIGHUP cancel the build run inside the block.
 
     TensorRT holds the main thread inside build_serialized_network, so a signal is otherwise acted on only
@@ -211,13 +211,13 @@ def cancellable(trt: ModuleType, config) -> Iterator[list[int]]:  # noqa: ANN001
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 
-        def phase_start(self, phase_name, parent_phase, num_steps) -> None:  # noqa: ANN001 - TensorRT's signature
+        def phase_start(self, phase_name, parent_phase, num_steps) -> None:
             pass
 
-        def phase_finish(self, phase_name) -> None:  # noqa: ANN001
+        def phase_finish(self, phase_name) -> None:
             pass
 
-        def step_complete(self, phase_name, step) -> bool:  # noqa: ANN001
+        def step_complete(self, phase_name, step) -> bool:
             return not received
 
     if threading.current_thread() is not threading.main_thread():
@@ -237,7 +237,7 @@ def cancellable(trt: ModuleType, config) -> Iterator[list[int]]:  # noqa: ANN001
             signal.raise_signal(received[0])
 
 
-def check_network(trt: ModuleType, builder, network, config, precision: str) -> None:  # noqa: ANN001
+def check_network(trt: ModuleType, builder, network, config, precision: str) -> None:
     """What must hold before building: one FP32 input and output with the contract's names, FP16
     convolutions in an FP16 build (none in an FP32 one), and the builder's own `is_network_supported`."""
     if network.num_inputs != 1 or network.num_outputs != 1:

@@ -113,7 +113,7 @@ class TensorRTBackend(Backend):
         self.name = "tensorrt-rtx" if self.flavor == "rtx" else "tensorrt"
         self.fp32_onnx = fp32_onnx
         profile = next(iter(self.sidecar["profile"].values()))
-        n0, _, h0, w0 = profile["min"]
+        _, _, h0, w0 = profile["min"]
         n1, _, h1, w1 = profile["max"]
         self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1)
         self._trt = self._cudart = None
@@ -204,7 +204,7 @@ class TensorRTBackend(Backend):
             have = ", ".join(f"{n} {mode.name} {dtype.name}" for n, (mode, dtype) in found.items())
             raise BackendError(f"{self.engine_path}: expected FP32 input {INPUT_NAME} and output {OUTPUT_NAME}, found {have}; {REBUILD}")
 
-    def _cuda(self, result: tuple, what: str):  # noqa: ANN202 - the call's value, whatever its type
+    def _cuda(self, result: tuple, what: str):
         """The value of a cuda-python call, or a BackendError naming the call and the CUDA error."""
         error, *value = result
         if error != self._cudart.cudaError_t.cudaSuccess:

@@ -11,7 +11,14 @@ import tensorrt_rtx
 
 from export import trt_build
 from export.cuda_device import CudaDevice
-from export.trt_build import BuildOptions, EngineBuildError, Profile, build_engine, build_key, rtx_targets
+from export.trt_build import (
+    BuildOptions,
+    EngineBuildError,
+    Profile,
+    build_engine,
+    build_key,
+    rtx_targets,
+)
 from runtime.selection import tile_config
 from runtime.tiling import TileConfig, plan
 from runtime.trt_backend import TensorRTBackend
@@ -71,7 +78,7 @@ def signal_arrives_during_build(monkeypatch):
     returned = []
     original = tensorrt_rtx.Builder.build_serialized_network
 
-    def build(self, network, config):  # noqa: ANN001
+    def build(self, network, config):
         signal.raise_signal(signal.SIGTERM)
         returned.append(original(self, network, config))
         return returned[-1]
@@ -85,7 +92,7 @@ class Terminated(Exception):
 
 
 def test_a_signal_cancels_the_build_and_reaches_the_commands_handler(exported, tmp_path, signal_arrives_during_build) -> None:
-    def command_handler(signum, frame):  # noqa: ANN001
+    def command_handler(signum, frame):
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, command_handler)

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
 import numpy as np
 
@@ -118,7 +119,7 @@ class Scenario:
 class FakeTrt:
     """Builds the fake tensorrt_rtx module for a scenario."""
 
-    enums = {name: enum.IntEnum(name.split(".")[-1], members) for name, members in TRT_API["enums"].items()}
+    enums: ClassVar[dict[str, type[enum.IntEnum]]] = {name: enum.IntEnum(name.split(".")[-1], members) for name, members in TRT_API["enums"].items()}
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
@@ -197,10 +198,10 @@ class FakeTrt:
             def get_tensor_name(self, index: int) -> str:
                 return ("lr", "sr")[index]
 
-            def get_tensor_mode(self, name: str):  # noqa: ANN202
+            def get_tensor_mode(self, name: str):
                 return enums["TensorIOMode"]["INPUT" if name == "lr" else "OUTPUT"]
 
-            def get_tensor_dtype(self, name: str):  # noqa: ANN202
+            def get_tensor_dtype(self, name: str):
                 return data_type["FLOAT" if name == "lr" else s.output_dtype]
 
             def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
@@ -290,7 +291,7 @@ class FakeCudart(ModuleType):
     def _cudaMallocHost(self, size: int) -> tuple:
         return self._allocate(size, "cudaMallocHost")
 
-    def _cudaFree(self, devPtr: int) -> tuple:  # noqa: N803 - the real parameter name
+    def _cudaFree(self, devPtr: int) -> tuple:
         return self._release(devPtr, "cudaFree")
 
     def _cudaFreeHost(self, ptr: int) -> tuple:
@@ -313,7 +314,7 @@ class FakeCudart(ModuleType):
         return (self.cudaError_t.cudaSuccess,)
 
 
-def install(monkeypatch, scenario: Scenario) -> None:  # noqa: ANN001 - pytest's MonkeyPatch
+def install(monkeypatch, scenario: Scenario) -> None:
     """Put the fake pair where `import tensorrt_rtx` and `import cuda.bindings.runtime` look first."""
     cudart = FakeCudart(scenario)
     bindings = ModuleType("cuda.bindings")
