@@ -33,7 +33,7 @@ import numpy as np
 from export.cuda_device import CudaDevice, cuda_device
 from export.manifest import MANIFEST, load_manifest
 from export.metrics import compare, y_psnr
-from export.parity import THRESHOLDS
+from export.thresholds import THRESHOLDS
 from export.trt_build import MODULES
 from runtime.backend import Backend, BackendError
 
