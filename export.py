@@ -13,7 +13,7 @@ from export.cli import KEYS, int_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from export.trt_build import Profile, parse_shape
+    from export.trt_build import RTX_DEFAULT_TARGETS, Profile, parse_shape, rtx_targets
 
     default = Profile()
     fmt = "x".join
@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--compute-capability",
         action="append",
-        choices=["SM75", "SM80", "SM86", "SM89", "SM120", "SM121"],
-        help="TensorRT-RTX target (repeatable; default: SM86, SM89, SM120). Add SM75 for Turing",
+        choices=rtx_targets() or None,
+        help=f"TensorRT-RTX target (repeatable; default: {', '.join(RTX_DEFAULT_TARGETS)}). Add SM75 for Turing, SM80 for"
+        " A100; TensorRT-RTX has no SM90/SM100 (on those GPUs use --flavor tensorrt)",
     )
     parser.add_argument("--hardware-compatible", action="store_true", help="standard TensorRT: one plan for Ampere+")
     parser.add_argument("--workspace-mib", type=int_at_least(1), help="builder workspace limit (default: TensorRT's)")

@@ -52,11 +52,23 @@ def atomic_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
             if replace:
                 os.replace(tmp, path)
             else:
-                os.link(tmp, path)
+                _claim(Path(tmp), path)
     finally:
         with _signals_held(), contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         _LIVE.discard(Path(tmp))
+
+
+def _claim(tmp: Path, path: Path) -> None:
+    """Put `tmp` at `path` only if nothing is there: a hard link is atomic and exclusive. Where the filesystem
+    has no hard links (FAT, some network shares) the name is claimed with O_EXCL first, then replaced."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -7,8 +7,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from runtime.imageio import DEFAULT_MAX_PIXELS, Image
 from runtime.job import (
     Options,
@@ -18,9 +16,8 @@ from runtime.job import (
     resolve_inputs,
     run_job,
     tiles_for,
-    upscale_image,
 )
-from runtime.selection import choose_backend, resolve_model, self_check, tile_config
+from runtime.upscaler import Upscaler
 
 
 @dataclass
@@ -57,37 +54,27 @@ def upscale_files(request: Request) -> int:
     for path, why in found.skipped:
         _say(f"skipped {path}: {why}")
     plan_outputs(sources, single, request.options)  # a bad --ext or a collision fails before any model loads
-    model = resolve_model(request.ckpt, request.onnx, request.engine, request.engines_dir, request.key)
-    backend = choose_backend(request.backend, model, request.precision)
+    upscaler = Upscaler(
+        request.backend, request.precision, request.tile, request.overlap, ckpt=request.ckpt, onnx=request.onnx,
+        engine=request.engine, engines_dir=request.engines_dir, key=request.key, max_pixels=request.max_pixels,
+    )  # fmt: skip
     with contextlib.ExitStack() as stack:
-        stack.enter_context(backend)
-        config = tile_config(backend, request.tile, request.overlap)
+        stack.enter_context(upscaler)
         if not request.quiet:
-            _say(f"model: {model.origin}")
-            _say(f"backend: {backend.describe()} - {backend.reason}")
-            for line in backend.skipped:
+            _say(f"model: {upscaler.model.origin}")
+            _say(f"backend: {upscaler.backend} - {upscaler.reason}")
+            for line in upscaler.skipped:
                 _say(f"  skipped {line}")
-        rerun = backend.fp32_rerun()
-
-        def rerun_fp32(batch: np.ndarray) -> np.ndarray:
-            """The FP32 fallback is loaded (and self-checked) only when a tile first needs it."""
-            if not rerun.active:
-                rerun.activate()
-                self_check(rerun, model)
-            return rerun.infer(batch)
-
-        if rerun is not None:
-            stack.callback(rerun.deactivate)
         images = stack.enter_context(
             tqdm(total=len(sources), unit="image", disable=request.quiet or single, file=sys.stderr)
         )
 
         def upscale_one(image: Image, source: Path) -> Image:
             check_fits(image, source)
-            total = tiles_for(image, config)
+            total = tiles_for(image, upscaler.config)
             with tqdm(total=total, unit="tile", desc=source.name, leave=False, disable=request.quiet or total < 2,
                       file=sys.stderr) as bar:  # fmt: skip
-                result = upscale_image(image, backend.infer, config, rerun_fp32 if rerun else None, bar.update)
+                result = upscaler.upscale_image(image, bar.update)
             images.update(1)
             return result
 

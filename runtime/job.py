@@ -1,8 +1,10 @@
 """Upscale files: resolve inputs and outputs, upscale each image (colour, greyscale, alpha), write safely.
 
-Greyscale images run as R = G = B and come back as the mean of the three output channels. Alpha is
-upscaled separately by the same network, as a grey image, so hard cut-out edges stay as sharp as the
-colour ones. Inputs are never written to; an existing output is replaced only with `overwrite`.
+Greyscale images run as R = G = B and come back as the mean of the three output channels; alpha follows
+runtime/alpha.py. Nothing is ever lost: inputs are never written to; outputs are planned before any work
+(no two inputs may write one file); an existing output is replaced only with --overwrite and only when it
+is an earlier result of this tool for this input (exactly 4x its size); a result is committed exclusively,
+so a file another process wrote meanwhile is kept.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import numpy as np
 from export.contract import SCALE
 from export.errors import DeployError
 from export.fileutil import is_temporary
+from runtime.alpha import needs_network, upscale_alpha
 from runtime.imageio import (
     DEFAULT_MAX_PIXELS,
     READABLE,
@@ -25,6 +28,7 @@ from runtime.imageio import (
     ImageError,
     image_size,
     read_image,
+    skip_reason,
     write_image,
 )
 from runtime.memory import available_bytes, gib
@@ -61,12 +65,20 @@ def _as_grey(rgb: np.ndarray) -> np.ndarray:
 def upscale_image(
     image: Image, run: Run, config: TileConfig, rerun_fp32: Run | None = None, progress: Callable[[int], None] | None = None
 ) -> Image:
-    """x4 an image: colour (or grey as RGB), then alpha as its own grey image."""
-    colour = upscale(_as_rgb(image.colour) if image.is_grey else image.colour, run, config, rerun_fp32, progress)
-    alpha = None
-    if image.alpha is not None:
-        alpha = _as_grey(upscale(_as_rgb(image.alpha), run, config, rerun_fp32, progress))
-    return Image(_as_grey(colour) if image.is_grey else colour, alpha)
+    """x4 an image: colour (or grey as RGB), then alpha by the rule in runtime/alpha.py; metadata carried over."""
+
+    def grey(plane: np.ndarray) -> np.ndarray:
+        return _as_grey(upscale(_as_rgb(plane), run, config, rerun_fp32, progress))
+
+    colour = grey(image.colour) if image.is_grey else upscale(image.colour, run, config, rerun_fp32, progress)
+    alpha = None if image.alpha is None else upscale_alpha(image.alpha, grey)
+    return replace(image, colour=colour, alpha=alpha)
+
+
+def tiles_for(image: Image, config: TileConfig) -> int:
+    """Passes `upscale_image` will run for this image (for progress bars)."""
+    per_plane = count_tiles(image.colour.shape[0], image.colour.shape[1], config)
+    return per_plane * (2 if image.alpha is not None and needs_network(image.alpha) else 1)
 
 
 def check_fits(image: Image, source: Path) -> None:
@@ -79,12 +91,6 @@ def check_fits(image: Image, source: Path) -> None:
         raise ImageError(
             f"{source}: its x{SCALE} result ({width}x{height}, {gib(needed)}) needs more memory than the {gib(room)} available"
         )
-
-
-def tiles_for(image: Image, config: TileConfig) -> int:
-    """Passes `upscale_image` will run for this image (for progress bars)."""
-    per_plane = count_tiles(image.colour.shape[0], image.colour.shape[1], config)
-    return per_plane * (2 if image.alpha is not None else 1)
 
 
 @dataclass
@@ -102,8 +108,8 @@ def _sort_out(candidates: list[Path]) -> tuple[list[Path], list[tuple[Path, str]
     for path in candidates:
         if is_temporary(path):
             skipped.append((path, "a temporary file of an interrupted run (safe to delete)"))
-        elif path.suffix.lower() not in READABLE:
-            skipped.append((path, f"not a supported image type ({', '.join(sorted(READABLE))})"))
+        elif reason := skip_reason(path):
+            skipped.append((path, reason))
         else:
             files.append(path)
     return files, skipped
