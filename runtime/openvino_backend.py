@@ -1,7 +1,13 @@
 """OpenVINO on the CPU, running the FP32 ONNX graph: the fastest CPU path measured (BENCHMARKS.md).
 
-INFERENCE_PRECISION_HINT is pinned to f32: on CPUs that report BF16 support (this AMD EPYC included)
-OpenVINO otherwise silently computes in bfloat16, which moved outputs by up to 3.1 (not 3.1/255) here.
+Precision is explicit. INFERENCE_PRECISION_HINT is always set: on CPUs with bf16 arithmetic (AVX-512 BF16
+or AMX) OpenVINO otherwise silently computes in bfloat16, which moved outputs by up to 3.1 (not 3.1/255).
+"fp32" is the default; "bf16" is an opt-in for those CPUs (faster, less exact: BENCHMARKS.md) and is refused
+where the CPU lacks it, since OpenVINO would quietly run FP32 and the label would lie.
+
+Compiled models are cached in the user cache (OpenVINO's CACHE_DIR: it keys blobs by the graph's content,
+the device and the configuration), which halves compile time after the first run; a cache folder that cannot
+be created just means no cache. Every load is still self-checked against the canary by runtime/selection.py.
 """
 
 from __future__ import annotations
@@ -12,16 +18,45 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backend import Backend, BackendError, BackendOutOfMemory
+from runtime.fetch import cache_dir
+
+# Our precision names -> OpenVINO's element types.
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def model_cache() -> Path | None:
+    """The folder OpenVINO caches compiled models in, created if needed; None when it cannot be."""
+    folder = cache_dir() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO can compute in bfloat16 on this CPU (it reports BF16 among its capabilities)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVINOBackend(Backend):
     name = "openvino"
 
-    def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
+    def __init__(self, onnx_path: Path, precision: str = "fp32", threads: int | None = None, cache: bool = True) -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise BackendError(f"openvino: runs {' or '.join(PRECISIONS)}, not {precision}")
         self.onnx_path = Path(onnx_path)
+        self._precision = precision
         self.threads = threads or os.cpu_count() or 1
+        self.cache = cache
         self._request = None
+
+    @property
+    def precision(self) -> str:
+        return self._precision
 
     def activate_impl(self) -> None:
         try:
@@ -29,15 +64,22 @@ class OpenVINOBackend(Backend):
         except ImportError:
             raise BackendError("openvino: not installed (pip install openvino)") from None
         core = ov.Core()
+        if self._precision == "bf16" and not cpu_has_bf16():
+            raise BackendError("openvino: this CPU has no bfloat16 arithmetic (AVX-512 BF16 or AMX); use fp32")
         config = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": PRECISIONS[self._precision],
             "INFERENCE_NUM_THREADS": self.threads,
         }
+        if self.cache and (folder := model_cache()) is not None:
+            config["CACHE_DIR"] = str(folder)
         try:
             compiled = core.compile_model(str(self.onnx_path), "CPU", config)
         except RuntimeError as exc:
             raise BackendError(f"openvino: cannot compile {self.onnx_path}: {str(exc).splitlines()[0]}") from None
+        used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if used != PRECISIONS[self._precision]:
+            raise BackendError(f"openvino: asked for {self._precision}, the CPU plugin computes in {used}")
         self._request = compiled.create_infer_request()
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
