@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="FP16 graph/engine")
     precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="FP32 graph/engine")
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                           help="bfloat16 on CPUs that have it (OpenVINO): faster, less exact (BENCHMARKS.md)")  # fmt: skip
     parser.add_argument("--tile", type=int_at_least(0),
                         help="pixel budget of one pass: at most N x N LR pixels (default 512; 0 = as large as memory allows)")  # fmt: skip
     parser.add_argument("--max-pixels", type=int_at_least(1), default=None, metavar="N",

@@ -17,6 +17,7 @@ from runtime.job import (
     run_job,
     tiles_for,
 )
+from runtime.pipelined import run_pipelined
 from runtime.upscaler import Upscaler
 
 
@@ -35,6 +36,7 @@ class Request:
     key: str | None = None
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    pipelined: bool = True  # several inputs: decode, inference and encode overlapped (runtime/pipelined.py)
 
 
 def _say(text: str) -> None:
@@ -81,7 +83,8 @@ def upscale_files(request: Request) -> int:
         def report(_source: Path, message: str) -> None:
             images.write(f"error: {message}", file=sys.stderr)
 
-        outcome = run_job(sources, single, request.options, upscale_one, report, request.max_pixels)
+        run = run_pipelined if request.pipelined and not single else run_job
+        outcome = run(sources, single, request.options, upscale_one, report, request.max_pixels)
     if not request.quiet or outcome.failed or found.skipped:
         done = f"{len(outcome.written)} written, {len(outcome.failed)} failed"
         done += f", {len(found.skipped)} skipped" if found.skipped else ""

@@ -226,6 +226,18 @@ def make_output_folder(folder: Path) -> None:
         raise JobError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
 
 
+# What fails one image without stopping the run: reported, and the run goes on to the next input.
+FAILURES = (DeployError, ValueError, FloatingPointError, MemoryError)
+
+
+def prepare_outputs(sources: list[Path], single: bool, options: Options) -> list[Path]:
+    """Every input's output path, checked (plan_outputs), and the output folder of a multi-file run made."""
+    targets = plan_outputs(sources, single, options)
+    if not single and options.output is not None:
+        make_output_folder(options.output)
+    return targets
+
+
 def run_job(
     sources: list[Path],
     single: bool,
@@ -234,18 +246,17 @@ def run_job(
     on_error: Callable[[Path, str], None] = lambda _path, _message: None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Outcome:
-    """Upscale every source, going on past bad files; each failure is recorded with its one-line reason."""
+    """Upscale every source in turn, going on past bad files; each failure is recorded with its one-line
+    reason. runtime/pipelined.py runs the same steps overlapped."""
     outcome = Outcome()
-    targets = plan_outputs(sources, single, options)
-    if not single and options.output is not None:
-        make_output_folder(options.output)
+    targets = prepare_outputs(sources, single, options)
     inputs = {s.resolve() for s in sources}
     for source, target in zip(sources, targets):
         try:
             replace = check_output(source, target, options.overwrite, inputs)
             write_image(target, upscale_one(read_image(source, max_pixels), source), replace=replace)
             outcome.written.append(target)
-        except (DeployError, ValueError, FloatingPointError, MemoryError) as exc:
+        except FAILURES as exc:
             outcome.failed.append((source, str(exc)))
             on_error(source, str(exc))
     return outcome

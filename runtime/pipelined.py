@@ -1,0 +1,164 @@
+"""A folder run with decoding, inference and encoding overlapped: what runtime/job.py's run_job does, with
+the same result files byte for byte, the same checks and the same summary, in less time.
+
+    reader thread --(queue of `depth` decoded images)--> inference (the calling thread)
+                  --(at most `encoders` results in flight)--> encoder threads
+
+Inference stays on the calling thread, so Ctrl-C, SIGTERM and SIGHUP (KeyboardInterrupt subclasses, raised
+in the main thread) interrupt it as before; the reader is then stopped, queued encodes are dropped and the
+one already writing finishes or fails atomically, all before the exception leaves this module, so no
+thread is left writing when the command removes its temporaries.
+
+Memory: at most `depth` + 2 decoded inputs (queued, one being decoded, one in inference) and `encoders` + 1
+results (in flight, and the one waiting for a free encoder) exist at once; a result holds 16x its input's
+pixels, so with the defaults (depth 2, one encoder) the bound is 4 x the largest input + 2 x the largest
+result, about twice what the sequential run holds (1 input + 1 result).
+
+Decoding and encoding are serialised with each other (`CODEC`): runtime/imageio.py captures file
+descriptor 2, process-wide, around every decode and encode to read the codecs' damage reports, and two
+captures at once would swap each other's descriptors and misattribute messages. One encoder is therefore
+the default: more encoder threads would only queue on that lock.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.imageio import DEFAULT_MAX_PIXELS, Image, read_image, write_image
+from runtime.job import FAILURES, Options, Outcome, check_output, prepare_outputs
+
+# Held around every read_image and write_image made by this module (see the module docstring).
+CODEC = threading.Lock()
+_POLL_S = 0.1  # how often a blocked reader looks whether the run was stopped
+
+
+@dataclass
+class _Decoded:
+    index: int
+    image: Image | None  # None when reading failed or the reader crashed
+    replace: bool = False
+    error: BaseException | None = None
+
+
+def _read(source: Path, target: Path, overwrite: bool, inputs: set[Path], max_pixels: int) -> tuple[Image, bool]:
+    replace = check_output(source, target, overwrite, inputs)
+    with CODEC:
+        return read_image(source, max_pixels), replace
+
+
+def _write(target: Path, image: Image, replace: bool) -> None:
+    with CODEC:
+        write_image(target, image, replace=replace)
+
+
+class _Reader(threading.Thread):
+    """Checks each output and decodes each input, in order, into a bounded queue; stops when told. An
+    unexpected exception (a bug) is handed to the consumer to raise, never lost with the thread."""
+
+    def __init__(self, jobs: list[tuple[Path, Path]], options: Options, max_pixels: int, depth: int) -> None:
+        super().__init__(name="decoder", daemon=True)
+        self.jobs, self.options, self.max_pixels = jobs, options, max_pixels
+        self.inputs = {s.resolve() for s, _ in jobs}
+        self.queue: queue.Queue[_Decoded] = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        for index, (source, target) in enumerate(self.jobs):
+            try:
+                image, replace = _read(source, target, self.options.overwrite, self.inputs, self.max_pixels)
+                item = _Decoded(index, image, replace)
+            except BaseException as exc:  # noqa: BLE001 - failures and bugs alike go to the consumer
+                item = _Decoded(index, None, error=exc)
+            image = None
+            if not self._put(item) or item.image is None and not isinstance(item.error, FAILURES):
+                return
+            item = None
+
+    def _put(self, item: _Decoded) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decoded(self) -> Iterator[_Decoded]:
+        for _ in self.jobs:
+            item = self.queue.get()
+            if item.image is None and not isinstance(item.error, FAILURES):
+                raise item.error
+            yield item
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def run_pipelined(
+    sources: list[Path],
+    single: bool,
+    options: Options,
+    upscale_one: Callable[[Image, Path], Image],
+    on_error: Callable[[Path, str], None] = lambda _path, _message: None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    depth: int = 2,
+    encoders: int = 1,
+) -> Outcome:
+    """run_job's contract (same files, same checks, failures listed and reported in input order), overlapped.
+
+    `upscale_one` runs on the calling thread only; `on_error` is called from it, in input order."""
+    targets = prepare_outputs(sources, single, options)
+    reader = _Reader(list(zip(sources, targets)), options, max_pixels, depth)
+    in_flight = threading.BoundedSemaphore(encoders)
+    pool = ThreadPoolExecutor(max_workers=encoders, thread_name_prefix="encoder")
+    results: list[Future[None] | BaseException | None] = []  # per input: its write, why it failed, None once settled
+    outcome = Outcome()
+
+    def settle() -> None:
+        """Record (and report) the inputs whose fate is known, in input order, up to the first still writing;
+        each settled entry is dropped (a failed write's traceback would otherwise hold its result)."""
+        for index in range(len(outcome.written) + len(outcome.failed), len(results)):
+            result = results[index]
+            if isinstance(result, Future) and not result.done():
+                return
+            error = result.exception() if isinstance(result, Future) else result
+            results[index] = None
+            if error is None:
+                outcome.written.append(targets[index])
+            elif isinstance(error, FAILURES):
+                outcome.failed.append((sources[index], str(error)))
+                on_error(sources[index], str(error))
+            else:
+                raise error
+
+    def submit(index: int, image: Image, replace: bool) -> Future[None]:
+        in_flight.acquire()
+        future = pool.submit(_write, targets[index], image, replace)
+        future.add_done_callback(lambda _: in_flight.release())
+        return future
+
+    reader.start()
+    try:
+        for item in reader.decoded():
+            image, item.image = item.image, None  # the queue item lets go of the input
+            if image is None:
+                results.append(item.error)
+            else:
+                try:
+                    results.append(submit(item.index, upscale_one(image, sources[item.index]), item.replace))
+                except FAILURES as exc:
+                    results.append(exc)
+            image = None
+            settle()
+        pool.shutdown(wait=True)
+        settle()
+        return outcome
+    finally:
+        reader.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
