@@ -1,0 +1,60 @@
+"""Where OpenVINO's time goes, per layer type and kernel, from its own per-node counters (PERF_COUNT).
+
+    python -m bench.openvino_profile [--onnx engines/lsanet_x4_fp32.onnx] [--repeats 5] [--precision f32]
+
+One 256x256 LR tile of a real photo, FP32 as the backend runs it (latency hint, 2 threads); each node's
+real time is the median over the runs after a warm-up, then summed by (layer type, kernel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+from skimage import data
+
+
+def profile(onnx: Path, precision: str, repeats: int) -> dict[tuple[str, str], tuple[float, int]]:
+    """(layer type, kernel) -> (median ms per run, node count)."""
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": True}
+    request = ov.Core().compile_model(str(onnx), "CPU", config).create_infer_request()
+    tile = data.astronaut()[128:384, 128:384].transpose(2, 0, 1)[None].astype(np.float32) / 255
+    request.infer({0: tile})
+    per_node: dict[str, list[float]] = defaultdict(list)
+    kind: dict[str, tuple[str, str]] = {}
+    for _ in range(repeats):
+        request.infer({0: tile})
+        for info in request.profiling_info:
+            if info.status == info.Status.EXECUTED:
+                per_node[info.node_name].append(info.real_time.total_seconds() * 1e3)
+                kind[info.node_name] = (info.node_type, info.exec_type)
+    totals: dict[tuple[str, str], tuple[float, int]] = defaultdict(lambda: (0.0, 0))
+    for node, times in per_node.items():
+        ms, count = totals[kind[node]]
+        totals[kind[node]] = (ms + statistics.median(times), count + 1)
+    return dict(totals)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx", type=Path, default=Path("engines/lsanet_x4_fp32.onnx"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", default="f32", help="f32 or bf16 (OpenVINO's names)")
+    args = parser.parse_args()
+    totals = profile(args.onnx, args.precision, args.repeats)
+    whole = sum(ms for ms, _ in totals.values())
+    print(f"CPU: {ov.Core().get_property('CPU', 'FULL_DEVICE_NAME')}, {args.precision}, sum of node times {whole:.1f} ms\n")
+    print("| layer type | kernel | nodes | ms | share |\n|---|---|---|---|---|")
+    for (node_type, exec_type), (ms, count) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
+        if ms >= 0.005 * whole:
+            print(f"| {node_type} | {exec_type} | {count} | {ms:.1f} | {ms / whole:.1%} |")
+    rest = [(ms, n) for ms, n in totals.values() if ms < 0.005 * whole]
+    print(f"| (others, each < 0.5%) | | {sum(n for _, n in rest)} | {sum(ms for ms, _ in rest):.1f} | {sum(ms for ms, _ in rest) / whole:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
