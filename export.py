@@ -13,7 +13,9 @@ from export.cli import KEYS, int_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from export.trt_build import RTX_DEFAULT_TARGETS, Profile, parse_shape, rtx_targets
+    from export.artifacts import RTX_DEFAULT_TARGETS
+    from export.tensorrt_common import rtx_targets
+    from export.trt_build import Profile, parse_shape
 
     default = Profile()
     fmt = "x".join

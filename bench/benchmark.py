@@ -95,8 +95,8 @@ class EagerReference(Backend):
 
 
 def candidates(ckpt: Path, engines: Path) -> list[Backend]:
+    from export.artifacts import onnx_file
     from export.cuda_device import cuda_device
-    from export.manifest import onnx_file
     from runtime.openvino_backend import OpenVINOBackend
     from runtime.ort_backend import ORTBackend
     from runtime.torch_backend import TorchBackend

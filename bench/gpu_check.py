@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from export.artifacts import MANIFEST, MODULES, load_manifest
 from export.cuda_device import CudaDevice, cuda_device
-from export.manifest import MANIFEST, load_manifest
 from export.metrics import compare, y_psnr
 from export.thresholds import THRESHOLDS
-from export.trt_build import MODULES
 from runtime.backend import Backend, BackendError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from export.manifest import onnx_file
+from export.artifacts import onnx_file
 from export.metrics import psnr, y_psnr
 from runtime.openvino_backend import OpenVINOBackend
 from runtime.ort_backend import ORTBackend

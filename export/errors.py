@@ -39,8 +39,9 @@ def _termination_as_interrupt() -> Iterator[None]:
 
 
 def run_command(body: Callable[[], int], debug: bool, after_interrupt: str) -> int:
-    """Run a command's body: DeployError or ValueError becomes `error: ...` on stderr and exit 1 (with the
-    traceback when `debug`); Ctrl-C, SIGTERM and SIGHUP a one-line note and exit 128 + the signal number."""
+    """Run a command's body: a DeployError (a failure the user can act on) becomes `error: ...` on stderr and
+    exit 1; anything else is a bug in this program, said as such in one line (with the traceback under
+    `debug`), exit 1; Ctrl-C, SIGTERM and SIGHUP a one-line note and exit 128 + the signal number."""
     try:
         with _termination_as_interrupt():
             return body()
@@ -52,8 +53,14 @@ def run_command(body: Callable[[], int], debug: bool, after_interrupt: str) -> i
         name = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
         print(f"{name} ({after_interrupt})", file=sys.stderr)
         return 128 + int(signum)
-    except (DeployError, ValueError) as exc:
+    except DeployError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported as one
+        if debug:
+            raise
+        cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"error: internal error ({cause}); this is a bug, please report it with the output of --debug", file=sys.stderr)
         return 1

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 
+from export.artifacts import FORMAT, MANIFEST, MODULES, engine_file, onnx_file
 from export.canary import CANARY_FILE, canary_input, write_canary
 from export.checkpoint import load_checkpoint
+from export.contract import LSANET
 from export.errors import DeployError
 from export.fileutil import atomic_write_bytes, sha256_file, temporary_folder
 from export.fp16 import KEEP_FP32, to_fp16
-from export.manifest import FORMAT, MANIFEST, engine_file, onnx_file
 from export.onnx_export import OPSET, export_fp32
 from export.parity import ParityReport, enforce, run_gate
 from export.trt_build import (
-    MODULES,
     BuildOptions,
     EngineResult,
     Profile,
@@ -170,6 +170,7 @@ def run_export(cfg: ExportConfig) -> ExportResult:
                 "key": cfg.key or "auto",
                 "form": "deployed" if model.deploy else "training",
             },
+            "model": LSANET.as_dict(),
             "precision": precision,
             "artifacts": artifacts,
             "onnx_op_counts": op_counts,

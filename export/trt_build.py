@@ -10,7 +10,6 @@ FP16 build, `is_network_supported`), and a build can be cancelled by a signal (I
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import json
@@ -23,13 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from export.artifacts import MODULES, RTX_DEFAULT_TARGETS, SidecarError, read_sidecar
 from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 from export.cuda_device import CudaDevice, cuda_device
 from export.errors import DeployError
 from export.fileutil import atomic_write_bytes, sha256_file
-
-MODULES = {"rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
-RTX_DEFAULT_TARGETS = ("SM86", "SM89", "SM120")
+from export.tensorrt_common import process_logger, rtx_targets
 
 # What the runtime really sends (runtime/tiling.py's TileConfig defaults through runtime/selection.py's
 # tile_config): batches of 1 tile, at most DEPLOY_TILE x DEPLOY_TILE LR pixels, no side longer than the
@@ -43,8 +41,8 @@ class EngineBuildError(DeployError):
     """An engine could not be built; the message carries TensorRT's own reason."""
 
 
-class SidecarError(DeployError):
-    """An engine's sidecar is missing, unreadable, or describes another file."""
+class ProfileError(DeployError):
+    """An optimisation profile that cannot be built (sides below LSANet's floor, min > opt > max)."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +63,9 @@ class Profile:
         for name in ("min", "opt", "max"):
             n, h, w = getattr(self, name)
             if n < 1 or h < MIN_SIZE or w < MIN_SIZE:
-                raise ValueError(f"profile {name} {n}x{h}x{w}: batch must be >= 1 and sides >= {MIN_SIZE} (LSANet's floor)")
+                raise ProfileError(f"profile {name} {n}x{h}x{w}: batch must be >= 1 and sides >= {MIN_SIZE} (LSANet's floor)")
         if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
-            raise ValueError(f"profile must satisfy min <= opt <= max in every dimension, got {self}")
+            raise ProfileError(f"profile must satisfy min <= opt <= max in every dimension, got {self}")
 
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         return tuple((n, 3, h, w) for n, h, w in (self.min, self.opt, self.max))  # type: ignore[return-value]
@@ -99,17 +97,6 @@ class EngineResult:
     reused: bool = False
 
 
-def rtx_targets() -> list[str]:
-    """The compute capabilities TensorRT-RTX can target, from its own ComputeCapability enum (e.g. SM75 ...
-    SM121; no SM90/SM100: data-centre GPUs need standard TensorRT); empty where tensorrt_rtx is not installed."""
-    try:
-        trt = importlib.import_module(MODULES["rtx"])
-    except ImportError:
-        return []
-    members = trt.ComputeCapability.__members__
-    return sorted((name for name in members if name.startswith("SM")), key=lambda name: int(members[name]))
-
-
 def flavor_status(flavor: str) -> str | None:
     """None if this flavour can build engines here, else the reason it cannot."""
     try:
@@ -120,28 +107,6 @@ def flavor_status(flavor: str) -> str | None:
     if flavor == "tensorrt" and cuda_device() is None:
         return "standard TensorRT needs a CUDA GPU to build, and none was found"
     return None
-
-
-@functools.cache
-def process_logger(trt: ModuleType):
-    """The one logger of this process for this TensorRT module (TensorRT wants the same logger for every
-    builder and runtime). It keeps the latest warnings and errors: some reasons only ever reach the logger."""
-
-    class Capture(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: list[str] = []
-
-        def log(self, severity, msg) -> None:
-            if severity <= trt.ILogger.Severity.WARNING:
-                self.messages = [*self.messages[-9:], str(msg)]
-
-        def reason(self) -> str:
-            """The last messages, for an error; they are then forgotten."""
-            text, self.messages = "; ".join(self.messages[-3:]), []
-            return text
-
-    return Capture()
 
 
 def _targets(flavor: str, options: BuildOptions, device: CudaDevice | None) -> list[str]:
@@ -166,20 +131,6 @@ def build_key(flavor: str, version: str, onnx_sha256: str, profile: Profile, opt
         sort_keys=True,
     )  # fmt: skip
     return hashlib.sha256(material.encode()).hexdigest()
-
-
-def read_sidecar(engine: Path) -> dict:
-    """The engine's JSON sidecar (`<engine>.json`), checked to belong to this very file."""
-    path = engine.with_suffix(".json")
-    try:
-        sidecar = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SidecarError(f"{engine}: no sidecar {path.name}") from None
-    except ValueError:
-        raise SidecarError(f"{engine}: sidecar {path.name} is not valid JSON") from None
-    if not engine.is_file() or sidecar.get("engine_sha256") != sha256_file(engine):
-        raise SidecarError(f"{engine}: the file does not match its sidecar (sha256 differs)")
-    return sidecar
 
 
 def _reusable(engine: Path, key: str) -> dict | None:

@@ -39,8 +39,6 @@ class Backend(ABC):
     name: str = "backend"
 
     def __init__(self) -> None:
-        self.reason = ""  # why it was chosen, for the user
-        self.skipped: list[str] = []  # better-ranked backends passed over, each with its reason
         self.active = False
 
     @property
@@ -84,10 +82,6 @@ class Backend(ABC):
         if limits.max_batch is not None and n > limits.max_batch:
             raise ValueError(f"{self.name}: batch {n} exceeds {limits.max_batch}")
         return self.infer_impl(np.ascontiguousarray(batch))
-
-    def fp32_rerun(self) -> Backend | None:
-        """A backend that reruns tiles in FP32 when this one returns NaN/Inf; None if it is FP32 already."""
-        return None
 
     @abstractmethod
     def activate_impl(self) -> None: ...

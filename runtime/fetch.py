@@ -53,5 +53,8 @@ def fetch_checkpoint(url: str | None = None, sha256: str = PUBLIC_SHA256, timeou
                     f"{url}: downloaded file has sha256 {digest.hexdigest()[:16]}..., expected {sha256[:16]}...; not used"
                 )
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise FetchError(f"cannot download the public checkpoint from {url}: {exc}") from None
+        raise FetchError(
+            f"cannot download the public checkpoint from {url}: {exc} (offline? pass --ckpt, --onnx or --engine,"
+            " or --engines-dir / $LSANET_ENGINES with a folder export.py wrote)"
+        ) from None
     return target

@@ -30,15 +30,13 @@ def cuda_provider_available() -> bool:
 class ORTBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, precision: str = "fp32", device: str = "auto", threads: int | None = None,
-                 fp32_path: Path | None = None) -> None:  # fmt: skip
+    def __init__(self, onnx_path: Path, precision: str = "fp32", device: str = "auto", threads: int | None = None) -> None:
         super().__init__()
         self.onnx_path = Path(onnx_path)
         self._precision = precision
         gpu = cuda_provider_available() and cuda_device() is not None
         self.device = ("cuda" if gpu else "cpu") if device == "auto" else device
         self.threads = threads or os.cpu_count() or 1
-        self.fp32_path = fp32_path
         self._session = None
 
     @property
@@ -91,8 +89,3 @@ class ORTBackend(Backend):
 
     def deactivate_impl(self) -> None:
         self._session = None
-
-    def fp32_rerun(self) -> Backend | None:
-        if self.precision == "fp32" or self.fp32_path is None:
-            return None
-        return ORTBackend(self.fp32_path, "fp32", self.device, self.threads)

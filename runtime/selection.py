@@ -9,17 +9,17 @@ measured, BENCHMARKS.md), ONNX Runtime CPU, PyTorch.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export.artifacts import MANIFEST, MODULES, artifact_path, load_manifest, onnx_file
 from export.canary import canary_input, judge, read_canary
 from export.cli import BACKENDS
 from export.cuda_device import cuda_device
 from export.errors import DeployError
 from export.fileutil import sha256_file
-from export.manifest import MANIFEST, artifact_path, load_manifest, onnx_file
-from export.trt_build import MODULES
 from runtime.backend import Backend, BackendError
 from runtime.fetch import cache_dir, fetch_checkpoint
 from runtime.memory import whole_image_side
@@ -68,14 +68,22 @@ def _from_manifest(folder: Path, origin: str) -> Model:
     return model
 
 
+def engines_dirs() -> list[Path]:
+    """Where an export is looked for when no folder is named, in order: $LSANET_ENGINES, ./engines, this
+    project's own engines/ (so upscale.py finds it from any folder), the user cache's engines/."""
+    found = [Path(env)] if (env := os.environ.get("LSANET_ENGINES")) else []
+    return [*found, Path("engines"), Path(__file__).resolve().parent.parent / "engines", cache_dir() / "engines"]
+
+
 def resolve_model(
     ckpt: Path | None = None,
     onnx: Path | None = None,
     engine: Path | None = None,
-    engines_dir: Path = Path("engines"),
+    engines_dir: Path | None = None,
     key: str | None = None,
 ) -> Model:
-    """The model the user named, else the exported one, else the public checkpoint (downloaded once)."""
+    """The model the user named, else the exported one (`engines_dir`, else the first of `engines_dirs()`
+    holding a manifest), else the public checkpoint (downloaded once)."""
     for given, what in ((ckpt, "--ckpt"), (onnx, "--onnx"), (engine, "--engine")):
         if given is not None and not Path(given).is_file():
             raise DeployError(f"{what} {given}: no such file")
@@ -89,8 +97,11 @@ def resolve_model(
         return Model(f"--onnx {onnx}", onnx={onnx_precision(Path(onnx)): Path(onnx)})
     if ckpt is not None:
         return Model(f"--ckpt {ckpt}", ckpt=Path(ckpt), key=key)
-    if (engines_dir / MANIFEST).is_file():
-        return _from_manifest(engines_dir, f"{engines_dir / MANIFEST}")
+    if engines_dir is not None:
+        return _from_manifest(Path(engines_dir), f"{Path(engines_dir) / MANIFEST}")
+    for folder in engines_dirs():
+        if (folder / MANIFEST).is_file():
+            return _from_manifest(folder, f"{folder / MANIFEST}")
     return Model("public checkpoint (user cache)", ckpt=fetch_checkpoint())
 
 
@@ -127,7 +138,7 @@ def _trt(flavor: str, model: Model, precision: str | None) -> Backend:
         raise BackendError("no NVIDIA GPU found")
     from runtime.trt_backend import TensorRTBackend
 
-    backend = TensorRTBackend(engine, model.onnx.get("fp32"))
+    backend = TensorRTBackend(engine)
     if precision is not None and backend.precision != precision:
         raise BackendError(f"the engine is {backend.precision}, {precision} was asked for")
     return backend
@@ -148,7 +159,7 @@ def _ort(model: Model, precision: str | None, device: str) -> Backend:
     if device == "cuda" and not cuda_provider_available():
         raise BackendError("ONNX Runtime's CUDA provider is not available (needs onnxruntime-gpu and a GPU)")
     precision = precision or ("fp16" if device == "cuda" and "fp16" in model.onnx else "fp32")
-    return ORTBackend(_onnx_path(model, precision), precision, device, fp32_path=model.onnx.get("fp32"))
+    return ORTBackend(_onnx_path(model, precision), precision, device)
 
 
 def _openvino(model: Model, precision: str | None) -> Backend:
@@ -212,9 +223,29 @@ def _activate_checked(backend: Backend, model: Model) -> None:
         raise BackendError(str(exc) or type(exc).__name__) from None
 
 
-def choose_backend(name: str, model: Model, precision: str | None = None) -> Backend:
-    """An active, self-checked backend: for 'auto' the first that loads and passes its self-check, else the
-    named one (an error saying why if it cannot). Every candidate passed over is listed with its reason."""
+@dataclass
+class Choice:
+    """What selection decided: the active, self-checked backend, why it was chosen, the better-ranked ones
+    passed over (each with its reason), and the FP32 backend that reruns tiles an FP16 backend returns with
+    NaN/Inf (not loaded until a tile needs it; None when the backend is FP32 or no FP32 graph exists)."""
+
+    backend: Backend
+    reason: str
+    skipped: list[str]
+    fallback: Backend | None = None
+
+
+def _fallback(model: Model, backend: Backend) -> Backend | None:
+    if backend.precision == "fp32" or "fp32" not in model.onnx:
+        return None
+    from runtime.ort_backend import ORTBackend
+
+    return ORTBackend(model.onnx["fp32"], "fp32", "auto")
+
+
+def choose_backend(name: str, model: Model, precision: str | None = None) -> Choice:
+    """For 'auto' the first backend that loads and passes its self-check, else the named one (an error saying
+    why if it cannot). Every candidate passed over is listed with its reason."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
     skipped, reasons = [], []
@@ -228,9 +259,7 @@ def choose_backend(name: str, model: Model, precision: str | None = None) -> Bac
             skipped.append(f"{label}: {exc}")
             reasons.append(str(exc))
             continue
-        backend.reason = why if name == "auto" else "chosen with --backend"
-        backend.skipped = skipped
-        return backend
+        return Choice(backend, why if name == "auto" else "chosen with --backend", skipped, _fallback(model, backend))
     if name == "auto":
         raise BackendError("no backend can run here: " + "; ".join(skipped))
     raise BackendError(f"backend {name} cannot run: {'; '.join(reasons)}")
@@ -245,10 +274,13 @@ def tile_config(backend: Backend, tile: int | None = None, overlap: int | None =
     limits = backend.limits
     default = TileConfig()
     side = default.tile if tile is None else (tile or whole_image_side())
-    return TileConfig(
-        tile=min(side, limits.max_side or side),
-        overlap=default.overlap if overlap is None else overlap,
-        batch=min(limits.max_batch or 1, default.batch),
-        min_side=limits.min_side,
-        max_side=limits.max_side,
-    )
+    try:
+        return TileConfig(
+            tile=min(side, limits.max_side or side),
+            overlap=default.overlap if overlap is None else overlap,
+            batch=min(limits.max_batch or 1, default.batch),
+            min_side=limits.min_side,
+            max_side=limits.max_side,
+        )
+    except ValueError as exc:
+        raise DeployError(f"--tile/--overlap: {exc}") from None

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from export.contract import LSANET
+
 Run = Callable[[np.ndarray], np.ndarray]
 
 
@@ -30,10 +32,10 @@ class TileConfig:
     tile: int = 512
     overlap: int = 16
     batch: int = 1
-    min_side: int = 15
+    min_side: int = LSANET.min_side
     max_side: int | None = None
-    align: int = 6
-    scale: int = 4
+    align: int = LSANET.align
+    scale: int = LSANET.scale
 
     def __post_init__(self) -> None:
         if self.overlap < 0 or self.batch < 1:

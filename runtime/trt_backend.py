@@ -24,11 +24,12 @@ from types import ModuleType
 
 import numpy as np
 
-from export import trt_build
+from export.artifacts import MODULES, RTX_DEFAULT_TARGETS, SidecarError
+from export.artifacts import read_sidecar as read_checked_sidecar
 from export.contract import INPUT_NAME, OUTPUT_NAME
 from export.cuda_device import CudaDevice, cuda_device
 from export.fileutil import atomic_write_bytes
-from export.trt_build import MODULES, RTX_DEFAULT_TARGETS, process_logger, rtx_targets
+from export.tensorrt_common import process_logger, rtx_targets
 from runtime.backend import Backend, BackendError, Limits
 from runtime.fetch import cache_dir
 
@@ -49,8 +50,8 @@ DIAGNOSTIC_HINTS = {
 def read_sidecar(engine: Path) -> dict:
     """The engine's sidecar, checked to belong to it; a BackendError that says what to rebuild otherwise."""
     try:
-        return trt_build.read_sidecar(engine)
-    except trt_build.SidecarError as exc:
+        return read_checked_sidecar(engine)
+    except SidecarError as exc:
         raise BackendError(f"{exc}; {REBUILD}") from None
 
 
@@ -105,13 +106,12 @@ def diagnostics(trt: ModuleType, bits: int) -> list[str]:
 
 
 class TensorRTBackend(Backend):
-    def __init__(self, engine: Path, fp32_onnx: Path | None = None) -> None:
+    def __init__(self, engine: Path) -> None:
         super().__init__()
         self.engine_path = Path(engine)
         self.sidecar = read_sidecar(self.engine_path)
         self.flavor = self.sidecar["flavor"]
         self.name = "tensorrt-rtx" if self.flavor == "rtx" else "tensorrt"
-        self.fp32_onnx = fp32_onnx
         profile = next(iter(self.sidecar["profile"].values()))
         _, _, h0, w0 = profile["min"]
         n1, _, h1, w1 = profile["max"]
@@ -277,10 +277,3 @@ class TensorRTBackend(Backend):
     def deactivate_impl(self) -> None:
         if failures := self._release():
             raise BackendError(f"{self.name}: release failed: {'; '.join(failures)}")
-
-    def fp32_rerun(self) -> Backend | None:
-        if self.precision == "fp32" or self.fp32_onnx is None:
-            return None
-        from runtime.ort_backend import ORTBackend
-
-        return ORTBackend(self.fp32_onnx, "fp32")

@@ -31,7 +31,8 @@ class Upscaler:
 
     Arguments mean what upscale.py's options mean: `backend` ("auto" or a name), `precision` ("fp16",
     "fp32" or None for the backend's default), `tile` (pixel budget of one pass; 0 = as large as memory
-    allows), `overlap`, and the model: `ckpt`, `onnx`, `engine` or the manifest in `engines_dir`.
+    allows), `overlap`, and the model: `ckpt`, `onnx`, `engine`, or the manifest in `engines_dir` (default:
+    the first of $LSANET_ENGINES, ./engines, this project's engines/, the user cache that holds one).
     """
 
     def __init__(
@@ -44,16 +45,20 @@ class Upscaler:
         ckpt: str | Path | None = None,
         onnx: str | Path | None = None,
         engine: str | Path | None = None,
-        engines_dir: str | Path = "engines",
+        engines_dir: str | Path | None = None,
         key: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         as_path = lambda p: None if p is None else Path(p)  # noqa: E731
-        self.model = resolve_model(as_path(ckpt), as_path(onnx), as_path(engine), Path(engines_dir), key)
-        self._backend = choose_backend(backend, self.model, precision)
-        self.config = tile_config(self._backend, tile, overlap)
+        self.model = resolve_model(as_path(ckpt), as_path(onnx), as_path(engine), as_path(engines_dir), key)
+        self._choice = choose_backend(backend, self.model, precision)
+        self._backend, self._rerun = self._choice.backend, self._choice.fallback
+        try:
+            self.config = tile_config(self._backend, tile, overlap)
+        except DeployError:
+            self._backend.deactivate()
+            raise
         self.max_pixels = max_pixels
-        self._rerun = self._backend.fp32_rerun()
         self._lock = threading.Lock()
 
     @property
@@ -64,12 +69,12 @@ class Upscaler:
     @property
     def reason(self) -> str:
         """Why that backend was chosen."""
-        return self._backend.reason
+        return self._choice.reason
 
     @property
     def skipped(self) -> list[str]:
         """Better-ranked backends passed over, each with its reason."""
-        return list(self._backend.skipped)
+        return list(self._choice.skipped)
 
     def _rerun_fp32(self, batch: np.ndarray) -> np.ndarray:
         """The FP32 fallback for NaN/Inf tiles, loaded and self-checked on first use."""

@@ -23,7 +23,7 @@ def backends(exported, weights_path):
     return {
         "openvino": OpenVINOBackend(out / "lsanet_x4_fp32.onnx"),
         "onnxruntime-fp32": ORTBackend(out / "lsanet_x4_fp32.onnx", "fp32", "cpu"),
-        "onnxruntime-fp16": ORTBackend(out / "lsanet_x4_fp16.onnx", "fp16", "cpu", fp32_path=out / "lsanet_x4_fp32.onnx"),
+        "onnxruntime-fp16": ORTBackend(out / "lsanet_x4_fp16.onnx", "fp16", "cpu"),
         "torch": TorchBackend(weights_path, device="cpu"),
     }
 
@@ -58,23 +58,32 @@ def test_interface_checks_batches(exported, weights_path) -> None:
         assert out.shape == (3, 3, 64, 80)
 
 
-def test_fp16_backend_offers_an_fp32_rerun(exported, weights_path) -> None:
-    rerun = backends(exported, weights_path)["onnxruntime-fp16"].fp32_rerun()
-    assert rerun is not None and rerun.precision == "fp32"
-    assert backends(exported, weights_path)["openvino"].fp32_rerun() is None
+def test_an_fp16_choice_comes_with_an_fp32_fallback(exported) -> None:
+    out = exported[0]
+    model = Model("test", onnx={"fp32": out / "lsanet_x4_fp32.onnx", "fp16": out / "lsanet_x4_fp16.onnx"},
+                  canary=out / "lsanet_x4_canary.npz")  # fmt: skip
+    fp16 = choose_backend("onnxruntime", model, "fp16")
+    fp32 = choose_backend("openvino", model)
+    try:
+        assert fp16.fallback is not None and fp16.fallback.precision == "fp32" and not fp16.fallback.active
+        assert fp32.fallback is None
+    finally:
+        fp16.backend.deactivate()
+        fp32.backend.deactivate()
 
 
 def test_auto_picks_openvino_without_a_gpu_and_says_why(exported) -> None:
-    out = exported[0]
-    model = Model("test", onnx={"fp32": out / "lsanet_x4_fp32.onnx", "fp16": out / "lsanet_x4_fp16.onnx"},
-                  engines={"rtx": out / "lsanet_x4_fp16.rtx.engine"})  # fmt: skip
-    backend = choose_backend("auto", model)
     from export.cuda_device import cuda_device
 
     if cuda_device() is not None:
-        pytest.skip("a GPU is present: auto picks a GPU backend (tests/test_trt_exec.py)")
-    assert backend.name == "openvino" and "fastest CPU backend" in backend.reason
-    assert any("tensorrt-rtx: no NVIDIA GPU found" in line for line in backend.skipped)
+        pytest.skip("a GPU is present: auto picks a GPU backend (tests/test_trt_runtime.py)")
+    out = exported[0]
+    model = Model("test", onnx={"fp32": out / "lsanet_x4_fp32.onnx", "fp16": out / "lsanet_x4_fp16.onnx"},
+                  engines={"rtx": out / "lsanet_x4_fp16.rtx.engine"})  # fmt: skip
+    choice = choose_backend("auto", model)
+    choice.backend.deactivate()
+    assert choice.backend.name == "openvino" and "fastest CPU backend" in choice.reason
+    assert any("tensorrt-rtx: no NVIDIA GPU found" in line for line in choice.skipped)
 
 
 def test_explicit_backend_that_cannot_run_says_why(exported) -> None:

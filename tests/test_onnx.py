@@ -143,8 +143,16 @@ def test_unknown_fp32_node_is_rejected(graphs) -> None:
         to_fp16(graphs[0], keep_fp32=["B9.c1/Conv"])
 
 
-def test_training_checkpoint_loads_for_export(tmp_path) -> None:
+def test_training_checkpoint_exports_like_its_fused_form(tmp_path) -> None:
     model = random_training_model(4)
     path = tmp_path / "train.pth"
     torch.save({"params": model.state_dict()}, path)
-    assert not load_checkpoint(path).deploy
+    loaded = load_checkpoint(path)
+    assert not loaded.deploy
+    graph, _ = export_fp32(loaded)
+    x = hard_inputs(20)["ramp"]
+    with torch.no_grad():
+        reference = model.eval()(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    # The same bound as the gate's FP32 comparison: float32 maths in another order, after exact fusion.
+    assert compare(reference, session.run(None, {"lr": x})[0]).max_abs <= THRESHOLDS.fp32_max_abs

@@ -11,13 +11,13 @@ import tensorrt_rtx
 
 from export import trt_build
 from export.cuda_device import CudaDevice
+from export.tensorrt_common import rtx_targets
 from export.trt_build import (
     BuildOptions,
     EngineBuildError,
     Profile,
     build_engine,
     build_key,
-    rtx_targets,
 )
 from runtime.selection import tile_config
 from runtime.tiling import TileConfig, plan

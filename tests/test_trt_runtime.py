@@ -153,10 +153,10 @@ def test_auto_passes_over_an_engine_this_gpu_cannot_run_and_says_why(fake_gpu, m
                             engines={"rtx": backend.engine_path})  # fmt: skip
     chosen = selection.choose_backend("auto", model)
     try:
-        assert chosen.name != "tensorrt-rtx"
+        assert chosen.backend.name != "tensorrt-rtx"
         assert any(line.startswith("tensorrt-rtx: ") and reason in line for line in chosen.skipped), chosen.skipped
     finally:
-        chosen.deactivate()
+        chosen.backend.deactivate()
 
 
 @pytest.mark.parametrize("missing", ["tensorrt_rtx", "cuda.bindings.runtime"])

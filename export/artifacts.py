@@ -1,7 +1,9 @@
-"""Reading the manifest export.py writes: the runtime's source for its default model (no torch needed).
+"""The artifact contract between export.py and the runtime, with no torch and no TensorRT: file names, the
+manifest, engine flavours and sidecars, and the checks the runtime makes before it loads anything.
 
-Every file it lists is checked by name (a plain name inside the manifest's folder, never a path) and by
-sha256 before anything is loaded: a damaged or swapped artifact is refused, not run.
+Every file the manifest lists is checked by name (a plain name inside the manifest's folder, never a
+path) and by sha256 before anything is loaded: a damaged or swapped artifact is refused, not run. An
+engine's sidecar must describe that very file (its sha256) before the engine is deserialized.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from export.errors import DeployError
 from export.fileutil import sha256_file
 
 MANIFEST = "manifest.json"
+# Engine flavours: their name in the manifest and on the command line, and the Python module that builds and
+# runs them. TensorRT-RTX's default targets are its own default (Ampere, Ada, Blackwell consumer GPUs).
+MODULES = {"rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
+RTX_DEFAULT_TARGETS = ("SM86", "SM89", "SM120")
 FORMAT = 1
 STEM = "lsanet_x4"
 
@@ -25,6 +31,24 @@ def onnx_file(precision: str) -> str:
 def engine_file(precision: str, flavor: str) -> str:
     """The name export.py gives an engine (its sidecar is the same name with .json)."""
     return f"{STEM}_{precision}.{flavor}.engine"
+
+
+class SidecarError(DeployError):
+    """An engine's sidecar is missing, unreadable, or describes another file."""
+
+
+def read_sidecar(engine: Path) -> dict:
+    """The engine's JSON sidecar (`<engine>.json`), checked to belong to this very file."""
+    path = engine.with_suffix(".json")
+    try:
+        sidecar = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SidecarError(f"{engine}: no sidecar {path.name}") from None
+    except ValueError:
+        raise SidecarError(f"{engine}: sidecar {path.name} is not valid JSON") from None
+    if not engine.is_file() or sidecar.get("engine_sha256") != sha256_file(engine):
+        raise SidecarError(f"{engine}: the file does not match its sidecar (sha256 differs)")
+    return sidecar
 
 
 def _check_artifact(path: Path, artifact: object) -> None:
