@@ -19,7 +19,15 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import ImageCms
 
-from runtime.imageio import Image, ImageError, apply_orientation, image_size, read_image, skip_reason, write_image
+from runtime.imageio import (
+    Image,
+    ImageError,
+    apply_orientation,
+    image_size,
+    read_image,
+    skip_reason,
+    write_image,
+)
 from tests.conftest import ROOT
 
 
