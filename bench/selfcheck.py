@@ -1,0 +1,50 @@
+"""What the load-time self-check (export/canary.py) costs per backend: median of repeated runs, next to the
+backend's own load time, on an exported folder.
+
+    python -m bench.selfcheck --engines-dir engines
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from runtime.openvino_backend import OpenVINOBackend
+from runtime.ort_backend import ORTBackend
+from runtime.selection import Model, self_check
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines-dir", type=Path, default=Path("engines"))
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    folder = args.engines_dir
+    model = Model("bench", canary=folder / "lsanet_x4_canary.npz")
+    backends = {
+        "openvino fp32": lambda: OpenVINOBackend(folder / "lsanet_x4_fp32.onnx"),
+        "onnxruntime cpu fp32": lambda: ORTBackend(folder / "lsanet_x4_fp32.onnx", "fp32", "cpu"),
+        "onnxruntime cpu fp16": lambda: ORTBackend(folder / "lsanet_x4_fp16.onnx", "fp16", "cpu"),
+    }
+    print(f"{'backend':<22} {'load s':>7} {'first check ms':>15} {'check ms (median)':>18}")
+    for name, make in backends.items():
+        backend = make()
+        start = time.perf_counter()
+        backend.activate()
+        load = time.perf_counter() - start
+        start = time.perf_counter()
+        self_check(backend, model)
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            self_check(backend, model)
+            times.append(time.perf_counter() - start)
+        backend.deactivate()
+        print(f"{name:<22} {load:7.2f} {first * 1000:15.1f} {statistics.median(times) * 1000:18.1f}")
+
+
+if __name__ == "__main__":
+    main()
