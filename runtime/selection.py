@@ -94,7 +94,10 @@ def resolve_model(
         fp32 = Path(engine).with_name(onnx_file("fp32"))
         return Model(f"--engine {engine}", engines={flavor: Path(engine)}, onnx={"fp32": fp32} if fp32.is_file() else {})
     if onnx is not None:
-        return Model(f"--onnx {onnx}", onnx={onnx_precision(Path(onnx)): Path(onnx)})
+        model = Model(f"--onnx {onnx}", onnx={onnx_precision(Path(onnx)): Path(onnx)})
+        if ckpt is not None:  # the checkpoint it came from: the self-check gets its PyTorch reference
+            model.canary = export_to_cache(Model(f"--ckpt {ckpt}", ckpt=Path(ckpt), key=key)).canary
+        return model
     if ckpt is not None:
         return Model(f"--ckpt {ckpt}", ckpt=Path(ckpt), key=key)
     if engines_dir is not None:
@@ -105,7 +108,7 @@ def resolve_model(
     return Model("public checkpoint (user cache)", ckpt=fetch_checkpoint())
 
 
-def export_to_cache(model: Model) -> None:
+def export_to_cache(model: Model) -> Model:
     """Give a checkpoint-only model its ONNX graphs and canary: the export pipeline (ONNX only, parity gate
     included) run once into the user cache, keyed by the checkpoint's sha256, the state_dict key, this
     package's version and the opset, so a new exporter never serves a stale graph."""
@@ -123,6 +126,7 @@ def export_to_cache(model: Model) -> None:
         run_export(ExportConfig(ckpt=model.ckpt, out_dir=folder, key=model.key, flavor="none"))
     cached = _from_manifest(folder, model.origin)
     model.onnx, model.canary = cached.onnx, cached.canary
+    return model
 
 
 def _installed(module: str) -> bool:

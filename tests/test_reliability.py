@@ -136,9 +136,9 @@ def _copy_export(exported, tmp_path: Path) -> Path:
     return folder
 
 
-def _negate_first_conv(path: Path) -> None:
+def _negate_first_conv(path: Path, index: int = 0) -> None:
     model = onnx.load(str(path))
-    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][index]
     weights = next(t for t in model.graph.initializer if t.name == conv.input[1])
     weights.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weights), weights.name))
     onnx.save(model, str(path))
@@ -218,6 +218,18 @@ def test_a_bare_onnx_with_a_broken_layer_fails_the_plausibility_check(tmp_path, 
     assert_one_line_error(result, "self-check failed", "not a working x4 model")
     good = run_script("upscale.py", str(source), str(tmp_path / "out.png"), "--onnx", str(exported[0] / "lsanet_x4_fp32.onnx"))
     assert good.returncode == 0, good.stderr
+
+
+def test_an_onnx_with_its_checkpoint_is_held_to_the_pytorch_reference(tmp_path, source, exported, weights_path) -> None:
+    path = tmp_path / "subtle.onnx"
+    shutil.copy(exported[0] / "lsanet_x4_fp32.onnx", path)
+    _negate_first_conv(path, index=40)  # a late convolution: the output still looks like a plausible x4
+    args = [str(source), str(tmp_path / "out.png"), "--onnx", str(path), "--backend", "onnxruntime"]
+    assert run_script("upscale.py", *args, "--quiet").returncode == 0  # alone: only plausibility to go by
+    (tmp_path / "out.png").unlink()
+    result = run_script("upscale.py", *args, "--ckpt", str(weights_path))
+    assert_one_line_error(result, "self-check failed", "differs from the exported FP32 reference")
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_self_check_costs_under_50_ms(exported) -> None:
