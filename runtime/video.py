@@ -1,0 +1,433 @@
+"""Upscale a video x4 through PyAV (FFmpeg inside its wheels): `upscale.py clip.mp4 clip_x4.mp4`.
+
+The first video stream is decoded, each frame converted to RGB with the stream's declared colour encoding
+(runtime/video_colour.py), upscaled, converted back and encoded (runtime/video_codecs.py chooses the
+encoder); audio, subtitle and attachment streams are copied packet for packet (remuxed, not re-encoded)
+where the output container can hold them, and named as left out otherwise. Timing is kept exactly: every
+frame keeps its timestamp and duration in the source's time base (variable frame rate too). Decoding,
+inference and encoding overlap with bounded queues between them (runtime/video_pipeline.py).
+
+Everything that can be checked is checked before the first frame is upscaled: the output container,
+codec, quality and preset, the codec's size limits for the x4 frame, memory. The output is written to a
+temporary file and renamed at the end, so an error, Ctrl-C or SIGTERM leaves no partial file; a damaged
+or truncated source is an error that names the frame where it broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from export.contract import SCALE
+from export.errors import DeployError
+from export.fileutil import atomic_path
+from runtime.memory import available_bytes, gib
+from runtime.upscaler import Upscaler
+from runtime.video_codecs import (
+    CODECS,
+    CONTAINERS,
+    EncoderPlan,
+    container_for,
+    plan_encoder,
+)
+from runtime.video_colour import (
+    Colour,
+    from_rgb,
+    output_colour,
+    stream_colour,
+    tag,
+    to_rgb,
+)
+from runtime.video_pipeline import QUEUE_ITEMS, Channel, Timer, run_stages
+
+# What FFmpeg demuxes and people call a video file; any of them is read, only CONTAINERS are written.
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv",
+     ".ogv", ".3gp", ".y4m"}
+)  # fmt: skip
+# Frames an encoder holds at most (x264/x265 lookahead 40 at preset medium, B-frames, frame threads).
+_ENCODER_FRAMES = 48
+_STALE_TAGS = {"encoder", "duration", "number_of_frames", "number_of_bytes", "bps", "_statistics_tags",
+               "_statistics_writing_app", "_statistics_writing_date_utc"}  # fmt: skip
+# SVT-AV1 prints its configuration to stderr unless told otherwise (read once, when it is loaded).
+os.environ.setdefault("SVT_LOG", "1")
+
+
+class VideoError(DeployError):
+    """A video that cannot be read, written or upscaled as asked; the message says which and why."""
+
+
+@dataclass
+class VideoResult:
+    """What `upscale_video` wrote: `frames` upscaled, the encoder and colour used, the streams copied and
+    those left out (with why), and busy seconds per stage ('decode', 'inference', 'encode') and in all."""
+
+    target: Path
+    frames: int
+    encoder: str
+    colour: str
+    copied: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether `path` names a video by its extension (what upscale.py routes to `upscale_video`)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The video options of upscale.py, in their own --help section."""
+    group = parser.add_argument_group(
+        "video", f"for video inputs ({', '.join(sorted(VIDEO_SUFFIXES))}); the output's extension "
+        f"({', '.join(CONTAINERS)}) picks the container; other streams are copied unchanged",
+    )  # fmt: skip
+    group.add_argument("--codec", metavar="NAME",
+                       help=f"video encoder: {', '.join(CODECS)} (default: h264 for 8-bit sources, hevc for 10-bit "
+                            "or beyond H.264's size limits; in .webm vp9, or av1 for 10-bit; ffv1 is lossless, .mkv)")  # fmt: skip
+    group.add_argument("--crf", "--quality", dest="crf", type=int, metavar="N",
+                       help="constant quality, lower is better: h264 18, hevc 20 (0-51), av1 30 (1-63), vp9 24 (0-63) "
+                            "by default")  # fmt: skip
+    group.add_argument("--preset", metavar="NAME",
+                       help="encoder speed: h264/hevc ultrafast..veryslow (default medium), av1 0-13 (default 8), "
+                            "vp9 cpu-used 0-8 (default 4), prores profile proxy..4444xq (default hq)")  # fmt: skip
+
+
+def _check_target(source: Path, target: Path, overwrite: bool) -> bool:
+    """The rules of image outputs, for video: never the input; an existing file replaced only with
+    `overwrite` and only when it is an earlier result (a video 4x the source's size). Returns `replace`."""
+    container_for(target.suffix)
+    if target.resolve() == source.resolve() or (
+        target.exists() and target.samefile(source)
+    ):
+        raise VideoError(
+            f"{target}: the output would overwrite its input; choose another name"
+        )
+    if not target.parent.is_dir():
+        raise VideoError(f"{target}: output folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise VideoError(f"{target}: output folder {target.parent} is not writable")
+    if not (target.exists() or target.is_symlink()):
+        return False
+    if not overwrite:
+        raise VideoError(
+            f"{target}: exists (use --overwrite to replace an earlier result)"
+        )
+    size = _frame_size(source)
+    if (
+        target.is_symlink()
+        or not target.is_file()
+        or _frame_size(target) != (size[0] * SCALE, size[1] * SCALE)
+    ):
+        raise VideoError(
+            f"{target}: exists and is not an earlier x{SCALE} result of {source.name}; refusing to replace it, "
+            "even with --overwrite"
+        )
+    return True
+
+
+def _frame_size(path: Path) -> tuple[int, int] | None:
+    try:
+        with av.open(str(path)) as container:
+            stream = _video_stream(container, path)
+            return stream.codec_context.width, stream.codec_context.height
+    except (av.error.FFmpegError, VideoError):
+        return None
+
+
+def _open(source: Path) -> av.container.InputContainer:
+    if not source.is_file():
+        raise VideoError(f"{source}: no such file")
+    try:
+        return av.open(str(source), "r")
+    except av.error.FFmpegError as exc:
+        raise VideoError(
+            f"{source}: not a readable video, or damaged or truncated ({exc.strerror or exc})"
+        ) from None
+
+
+def _video_stream(
+    container: av.container.InputContainer, source: Path
+) -> av.video.stream.VideoStream:
+    """The first video stream that is not a cover picture."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    raise VideoError(f"{source}: has no video stream (an audio-only file?)")
+
+
+def _declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """When the container says the video stream ends, in seconds, if it says."""
+    if stream.duration:
+        return (
+            stream.start_time or 0
+        ) * stream.time_base + stream.duration * stream.time_base
+    tag_value = {k.lower(): v for k, v in stream.metadata.items()}.get(
+        "duration"
+    )  # Matroska: HH:MM:SS.nnnnnnnnn
+    if tag_value and tag_value.count(":") == 2:
+        hours, minutes, seconds = tag_value.split(":")
+        return Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+    return None
+
+
+def _copy_metadata(source: dict[str, str], target: Any) -> None:
+    for key, value in source.items():
+        if key.lower() not in _STALE_TAGS:
+            target.metadata[key] = value
+
+
+def _add_other_streams(
+    source: av.container.InputContainer, video: av.video.stream.VideoStream, out: av.container.OutputContainer,
+    suffix: str, result: VideoResult,
+) -> dict[int, av.stream.Stream]:  # fmt: skip
+    """Streams other than the upscaled one, copied where `out` holds their codec; the rest listed with why."""
+    copies = {}
+    held = out.supported_codecs
+    for stream in source.streams:
+        if stream is video:
+            continue
+        label = f"stream #{stream.index} ({stream.type}, {stream.codec_context.name if stream.codec_context else '?'})"
+        if stream.type == "video":
+            result.dropped.append(f"{label}: only the first video stream is upscaled")
+        elif stream.type not in ("audio", "subtitle", "attachment"):
+            result.dropped.append(f"{label}: {stream.type} streams are not copied")
+        elif stream.type == "attachment" and suffix != ".mkv":
+            result.dropped.append(f"{label}: only .mkv holds attachments")
+        elif stream.type != "attachment" and stream.codec_context.name not in held:
+            result.dropped.append(f"{label}: {suffix} cannot hold it (.mkv holds most)")
+        else:
+            copies[stream.index] = out.add_stream_from_template(stream)
+            _copy_metadata(stream.metadata, copies[stream.index])
+            result.copied.append(label)
+    return copies
+
+
+def _check_memory(width: int, height: int, colour: Colour) -> None:
+    """Frames in flight: the queues' RGB frames and the encoder's lookahead, at the x4 size."""
+    pixels = width * height
+    needed = pixels * (
+        3 * (2 if colour.deep else 1) * (2 * QUEUE_ITEMS + 3) + 3 * _ENCODER_FRAMES
+    )
+    room = available_bytes()
+    if room is not None and needed > room:
+        raise VideoError(
+            f"{width}x{height} frames need about {gib(needed)} in flight; {gib(room)} is available"
+        )
+
+
+def _add_video_stream(
+    out: av.container.OutputContainer, video: av.video.stream.VideoStream, plan: EncoderPlan, colour: Colour,
+    size: tuple[int, int],
+) -> av.video.stream.VideoStream:  # fmt: skip
+    rate = video.average_rate or video.guessed_rate or Fraction(25)
+    stream = out.add_stream(plan.codec.encoder, rate=rate, options=plan.options)
+    stream.width, stream.height = size
+    stream.pix_fmt = plan.pix_fmt
+    stream.time_base = video.time_base
+    stream.codec_context.time_base = video.time_base
+    if video.codec_context.sample_aspect_ratio:
+        stream.codec_context.sample_aspect_ratio = (
+            video.codec_context.sample_aspect_ratio
+        )
+    tag(stream.codec_context, colour)
+    _copy_metadata(video.metadata, stream)
+    return stream
+
+
+@dataclass
+class _Frame:
+    index: int
+    pixels: np.ndarray
+    pts: int
+    duration: int
+
+
+def upscale_video(
+    source: str | Path,
+    target: str | Path,
+    upscaler: Upscaler,
+    *,
+    codec: str | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> VideoResult:
+    """x4 every frame of `source`'s first video stream into `target`, other streams copied, timing and colour
+    kept (module docstring). VideoError (a DeployError) for anything wrong, with nothing written."""
+    from tqdm import tqdm
+
+    source, target = Path(source), Path(target)
+    started = time.perf_counter()
+    replace = _check_target(source, target, overwrite)
+    with contextlib.closing(_open(source)) as container:
+        video = _video_stream(container, source)
+        ctx = video.codec_context
+        if not ctx.pix_fmt or not ctx.width:
+            raise VideoError(
+                f"{source}: damaged at frame 1: its video stream cannot be decoded (truncated?)"
+            )
+        if ctx.width * ctx.height > upscaler.max_pixels:
+            raise VideoError(
+                f"{source}: {ctx.width}x{ctx.height} frames exceed the limit of {upscaler.max_pixels} pixels"
+            )
+        size = (ctx.width * SCALE, ctx.height * SCALE)
+        plan = plan_encoder(
+            target.suffix, ctx.pix_fmt, *size, codec=codec, crf=crf, preset=preset
+        )
+        colour_in = stream_colour(video)
+        colour_out = output_colour(colour_in, plan.pix_fmt)
+        _check_memory(*size, colour_in)
+        result = VideoResult(target, 0, plan.describe(), colour_out.describe())
+        timer = Timer()
+        ctx.thread_type = "AUTO"
+        with (
+            atomic_path(target, replace=replace) as tmp,
+            av.open(str(tmp), "w", format=container_for(target.suffix)) as out,
+        ):
+            _copy_metadata(container.metadata, out)
+            encoded = _add_video_stream(out, video, plan, colour_out, size)
+            copies = _add_other_streams(
+                container, video, out, target.suffix.lower(), result
+            )
+            end = _declared_end(video)
+            expected = video.frames or (round(end * video.average_rate) if end and video.average_rate else None)
+            bar = tqdm(
+                total=expected,
+                unit="frame",
+                desc=source.name,
+                disable=not progress,
+                file=sys.stderr,
+            )
+            reader = _Reader(container, video, colour_in, copies, source, timer)
+
+            def upscale(item: Any) -> Any:
+                if isinstance(item, _Frame):
+                    since = time.perf_counter()
+                    item.pixels = upscaler(item.pixels)
+                    timer.add("inference", since)
+                    bar.update(1)
+                return item
+
+            with bar:
+                run_stages(
+                    reader.read,
+                    upscale,
+                    lambda items: _write(items, out, encoded, colour_out, plan, timer),
+                )
+            reader.check_complete()
+            result.frames = reader.frames
+    result.seconds = timer.seconds
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+class _Reader:
+    """Demux and decode: video frames as RGB, the packets of copied streams as they are."""
+
+    def __init__(self, container, video, colour: Colour, copies: dict[int, av.stream.Stream], source: Path,
+                 timer: Timer) -> None:  # fmt: skip
+        self.container, self.video, self.colour, self.copies = (
+            container,
+            video,
+            colour,
+            copies,
+        )
+        self.source, self.timer = source, timer
+        self.frames = 0
+        self.end = Fraction(0)
+
+    def _where(self) -> str:
+        return f"frame {self.frames + 1} (after {float(self.end):.3f} s)"
+
+    def read(self, channel: Channel) -> None:
+        streams = [
+            self.video,
+            *(s for s in self.container.streams if s.index in self.copies),
+        ]
+        since = time.perf_counter()
+        try:
+            for packet in self.container.demux(streams):
+                if packet.stream_index != self.video.index:
+                    if packet.size:  # not the empty packet that ends each stream
+                        packet.stream = self.copies[packet.stream_index]
+                        channel.put(packet)
+                    continue
+                if packet.is_corrupt:
+                    raise VideoError(
+                        f"{self.source}: damaged at {self._where()}: a corrupt packet"
+                    )
+                for frame in packet.decode():
+                    item = self._frame(frame)
+                    self.timer.add("decode", since)
+                    channel.put(item)
+                    since = time.perf_counter()
+        except av.error.FFmpegError as exc:
+            raise VideoError(
+                f"{self.source}: damaged at {self._where()}: {exc.strerror or exc}"
+            ) from None
+        self.timer.add("decode", since)
+
+    def _frame(self, frame: av.VideoFrame) -> _Frame:
+        if frame.is_corrupt:
+            raise VideoError(
+                f"{self.source}: damaged at {self._where()}: the decoder reports a corrupt frame"
+            )
+        tb = self.video.time_base
+        pts = frame.pts if frame.pts is not None else round(self.end / tb)
+        duration = frame.duration or (
+            round(1 / (self.video.average_rate * tb)) if self.video.average_rate else 0
+        )
+        self.frames += 1
+        self.end = (pts + duration) * tb
+        return _Frame(self.frames, to_rgb(frame, self.colour), pts, duration)
+
+    def check_complete(self) -> None:
+        """No frames, fewer than the container declares, or an early end: a truncated or empty video."""
+        if self.frames == 0:
+            raise VideoError(f"{self.source}: the video stream has no frames")
+        declared = self.video.frames
+        if declared and self.frames < declared:
+            raise VideoError(
+                f"{self.source}: ends at {self._where()} of {declared} declared: truncated?"
+            )
+        end = _declared_end(self.video)
+        period = 1 / self.video.average_rate if self.video.average_rate else Fraction(0)
+        if end is not None and self.end + period < end:
+            raise VideoError(
+                f"{self.source}: ends at {self._where()} of {float(end):.3f} s declared: truncated?"
+            )
+
+
+def _write(
+    items: Channel, out, stream, colour: Colour, plan: EncoderPlan, timer: Timer
+) -> None:
+    """Encode upscaled frames and mux them with the copied packets, in order; flush at the end."""
+    for item in items:
+        since = time.perf_counter()
+        if isinstance(item, _Frame):
+            frame = from_rgb(item.pixels, colour, plan.pix_fmt)
+            frame.pts, frame.duration, frame.time_base = (
+                item.pts,
+                item.duration,
+                stream.codec_context.time_base,
+            )
+            out.mux(stream.encode(frame))
+        else:
+            out.mux(item)
+        timer.add("encode", since)
+    since = time.perf_counter()
+    out.mux(stream.encode(None))
+    timer.add("encode", since)
