@@ -17,7 +17,7 @@ from runtime.job import (
     run_job,
     tiles_for,
 )
-from runtime.pipelined import run_pipelined
+from runtime.pipelined import run_pipelined, stderr_stream
 from runtime.upscaler import Upscaler
 
 
@@ -67,23 +67,25 @@ def upscale_files(request: Request) -> int:
             _say(f"backend: {upscaler.backend} - {upscaler.reason}")
             for line in upscaler.skipped:
                 _say(f"  skipped {line}")
+        pipelined = request.pipelined and not single
+        stream = stderr_stream() if pipelined else sys.stderr
         images = stack.enter_context(
-            tqdm(total=len(sources), unit="image", disable=request.quiet or single, file=sys.stderr)
+            tqdm(total=len(sources), unit="image", disable=request.quiet or single, file=stream)
         )
 
         def upscale_one(image: Image, source: Path) -> Image:
             check_fits(image, source)
             total = tiles_for(image, upscaler.config)
             with tqdm(total=total, unit="tile", desc=source.name, leave=False, disable=request.quiet or total < 2,
-                      file=sys.stderr) as bar:  # fmt: skip
+                      file=stream) as bar:  # fmt: skip
                 result = upscaler.upscale_image(image, bar.update)
             images.update(1)
             return result
 
         def report(_source: Path, message: str) -> None:
-            images.write(f"error: {message}", file=sys.stderr)
+            images.write(f"error: {message}", file=stream)
 
-        run = run_pipelined if request.pipelined and not single else run_job
+        run = run_pipelined if pipelined else run_job
         outcome = run(sources, single, request.options, upscale_one, report, request.max_pixels)
     if not request.quiet or outcome.failed or found.skipped:
         done = f"{len(outcome.written)} written, {len(outcome.failed)} failed"

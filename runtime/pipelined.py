@@ -17,24 +17,52 @@ result, about twice what the sequential run holds (1 input + 1 result).
 Decoding and encoding are serialised with each other (`CODEC`): runtime/imageio.py captures file
 descriptor 2, process-wide, around every decode and encode to read the codecs' damage reports, and two
 captures at once would swap each other's descriptors and misattribute messages. One encoder is therefore
-the default: more encoder threads would only queue on that lock.
+the default: more encoder threads would only queue on that lock. For the same reason whatever the run
+prints while a capture may be active (progress bars, error reports) goes through `stderr_stream()`, which
+takes the lock: text printed into a capture would be lost, or fail a good image if it read like damage.
 """
 
 from __future__ import annotations
 
+import io
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from runtime.imageio import DEFAULT_MAX_PIXELS, Image, read_image, write_image
 from runtime.job import FAILURES, Options, Outcome, check_output, prepare_outputs
 
-# Held around every read_image and write_image made by this module (see the module docstring).
-CODEC = threading.Lock()
+# Held around every read_image and write_image made by this module and every write of stderr_stream()
+# (see the module docstring); re-entrant, since imageio flushes sys.stderr inside its capture.
+CODEC = threading.RLock()
 _POLL_S = 0.1  # how often a blocked reader looks whether the run was stopped
+
+
+class _SerialisedStream(io.TextIOBase):
+    """A text stream whose writes hold CODEC, so that they never land inside a codec's capture of fd 2."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with CODEC:
+            written = self._stream.write(text)
+            self._stream.flush()
+        return written
+
+    def flush(self) -> None:
+        with CODEC:
+            self._stream.flush()
+
+
+def stderr_stream() -> TextIO:
+    """sys.stderr for what a pipelined run prints while its threads decode and encode."""
+    return _SerialisedStream(sys.stderr)
 
 
 @dataclass
@@ -65,9 +93,15 @@ class _Reader(threading.Thread):
         self.jobs, self.options, self.max_pixels = jobs, options, max_pixels
         self.inputs = {s.resolve() for s, _ in jobs}
         self.queue: queue.Queue[_Decoded] = queue.Queue(maxsize=depth)
-        self.stopped = threading.Event()
+        self.stopped, self.finished = threading.Event(), threading.Event()
 
     def run(self) -> None:
+        try:
+            self._read_all()
+        finally:
+            self.finished.set()
+
+    def _read_all(self) -> None:
         for index, (source, target) in enumerate(self.jobs):
             try:
                 image, replace = _read(source, target, self.options.overwrite, self.inputs, self.max_pixels)
@@ -96,8 +130,60 @@ class _Reader(threading.Thread):
             yield item
 
     def stop(self) -> None:
+        """Stop reading and wait until the thread is out of imageio (an Event, not join(): see _wait)."""
         self.stopped.set()
-        self.join()
+        self.finished.wait()
+
+
+class _Encoders:
+    """`count` encoder threads writing results handed over by `submit`, at most `count` in flight (queued
+    plus writing). Started before the run, so that no thread is spawned where a signal may land."""
+
+    def __init__(self, count: int) -> None:
+        self.jobs: queue.Queue[tuple[Future[None], Path, Image, bool] | None] = queue.Queue()
+        self.slots = threading.BoundedSemaphore(count)
+        self.threads = [threading.Thread(target=self._work, name=f"encoder_{i}", daemon=True) for i in range(count)]
+        self.finished = [threading.Event() for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                future, target, image, replace = job
+                job = None
+                if future.set_running_or_notify_cancel():
+                    try:
+                        _write(target, image, replace)
+                        future.set_result(None)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, failure or bug
+                        future.set_exception(exc)
+                image = None
+                self.slots.release()
+        finally:
+            self.finished[self.threads.index(threading.current_thread())].set()
+
+    def submit(self, target: Path, image: Image, replace: bool) -> Future[None]:
+        """Hand a result over, waiting for a free slot; the future says how its write went."""
+        future: Future[None] = Future()
+        self.slots.acquire()
+        self.jobs.put((future, target, image, replace))
+        return future
+
+    def close(self, drop_queued: bool) -> None:
+        """Let the threads finish (or drop the writes not yet started) and wait until every one has ended;
+        a write already running completes or fails atomically."""
+        while drop_queued:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self.threads:
+            self.jobs.put(None)
+        for event in self.finished:
+            event.wait()
 
 
 def run_pipelined(
@@ -115,8 +201,6 @@ def run_pipelined(
     `upscale_one` runs on the calling thread only; `on_error` is called from it, in input order."""
     targets = prepare_outputs(sources, single, options)
     reader = _Reader(list(zip(sources, targets)), options, max_pixels, depth)
-    in_flight = threading.BoundedSemaphore(encoders)
-    pool = ThreadPoolExecutor(max_workers=encoders, thread_name_prefix="encoder")
     results: list[Future[None] | BaseException | None] = []  # per input: its write, why it failed, None once settled
     outcome = Outcome()
 
@@ -133,17 +217,14 @@ def run_pipelined(
                 outcome.written.append(targets[index])
             elif isinstance(error, FAILURES):
                 outcome.failed.append((sources[index], str(error)))
-                on_error(sources[index], str(error))
+                with CODEC:
+                    on_error(sources[index], str(error))
             else:
                 raise error
 
-    def submit(index: int, image: Image, replace: bool) -> Future[None]:
-        in_flight.acquire()
-        future = pool.submit(_write, targets[index], image, replace)
-        future.add_done_callback(lambda _: in_flight.release())
-        return future
-
+    writers = _Encoders(encoders)
     reader.start()
+    finished = False
     try:
         for item in reader.decoded():
             image, item.image = item.image, None  # the queue item lets go of the input
@@ -151,14 +232,17 @@ def run_pipelined(
                 results.append(item.error)
             else:
                 try:
-                    results.append(submit(item.index, upscale_one(image, sources[item.index]), item.replace))
+                    results.append(writers.submit(targets[item.index], upscale_one(image, sources[item.index]), item.replace))
                 except FAILURES as exc:
                     results.append(exc)
             image = None
             settle()
-        pool.shutdown(wait=True)
-        settle()
-        return outcome
+        finished = True
     finally:
+        # Every wait here is on an Event, never Thread.join(): on Python 3.11 a signal that interrupts join()
+        # marks the still-running thread as ended (bpo-45274), and the command would then remove an
+        # encoder's temporary, and print its message into imageio's capture of fd 2, mid-write.
         reader.stop()
-        pool.shutdown(wait=True, cancel_futures=True)
+        writers.close(drop_queued=not finished)
+    settle()
+    return outcome

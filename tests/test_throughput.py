@@ -87,7 +87,11 @@ def test_pipelined_writes_the_same_bytes_and_summary_as_sequential(tmp_path, fol
 
 
 def _worker_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name == "decoder" or t.name.startswith("encoder")]
+    """The run's threads still alive a moment after it returned (they end right after signalling it)."""
+    workers = [t for t in threading.enumerate() if t.name == "decoder" or t.name.startswith("encoder")]
+    for thread in workers:
+        thread.join(timeout=1)
+    return [t.name for t in workers if t.is_alive()]
 
 
 def test_interrupt_stops_every_thread_and_leaves_only_complete_files(tmp_path, folder, upscaler) -> None:
@@ -110,6 +114,17 @@ def test_interrupt_stops_every_thread_and_leaves_only_complete_files(tmp_path, f
     for name in left:
         source = cv2.imread(str(folder / name.replace("_x4", "")), cv2.IMREAD_UNCHANGED)
         assert cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED).shape[:2] == (source.shape[0] * 4, source.shape[1] * 4)
+
+
+def test_what_the_run_prints_waits_for_a_codec_capture_to_end() -> None:
+    # A line printed while imageio has fd 2 redirected would be lost, or read as the image's damage report.
+    stream, printed = pipelined_module.stderr_stream(), threading.Event()
+    with pipelined_module.CODEC:
+        writer = threading.Thread(target=lambda: (stream.write(""), printed.set()))
+        writer.start()
+        assert not printed.wait(0.2)
+    assert printed.wait(5)
+    writer.join()
 
 
 def test_a_bug_in_the_reader_is_raised_not_hung_on(tmp_path, folder, monkeypatch) -> None:
