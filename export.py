@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from export.errors import run_command
 
-    return run_command(lambda: run(args), args.debug, "engines/ was left as it was")
+    return run_command(lambda: run(args), args.debug, "the output folder was left as it was")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,12 +10,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from export.cli import BACKENDS, KEYS, int_at_least
+from export.cli import BACKENDS, KEYS, VIDEO_SUFFIXES, int_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="an image, a folder of images, or a glob such as 'photos/*.jpg'")
+    parser.add_argument("input", help="an image, a folder of images, a glob such as 'photos/*.jpg', or a video "
+                                      "(a name starting with '-' goes after --)")  # fmt: skip
     parser.add_argument("output", nargs="?", type=Path,
                         help="output file (one input) or folder; default: beside each input, with --suffix")  # fmt: skip
     parser.add_argument("--suffix", default="_x4", help="added to output names (default: _x4)")
@@ -36,19 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", type=Path, help="use this checkpoint instead of engines/manifest.json")
     parser.add_argument("--onnx", type=Path, help="use this ONNX graph")
     parser.add_argument("--engine", type=Path, help="use this TensorRT engine (its .json sidecar beside it)")
-    parser.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where export.py wrote (default engines/)")
+    parser.add_argument("--engines-dir", type=Path,
+                        help="where export.py wrote (default: $LSANET_ENGINES, ./engines, this project's engines/, "
+                             "the user cache: the first holding a manifest)")  # fmt: skip
     parser.add_argument("--key", choices=KEYS, help="state_dict in --ckpt (default params_ema)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    try:
+        from runtime.video import add_video_arguments
+    except ImportError:  # without the [video] extra, a video input says how to get it
+        return parser
+    add_video_arguments(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None) -> int:
+    """Parse, then hand the request to the library (runtime/app.py)."""
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
 
-    from export.errors import run_command
-    from runtime.app import Request, upscale_files
+    from runtime.app import Request, upscale_files, upscale_video_file
     from runtime.job import Options
 
     request = Request(
@@ -66,7 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         quiet=args.quiet,
         **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
     )
-    return run_command(lambda: upscale_files(request), args.debug, "no partial file was left")
+    if Path(args.input).suffix.lower() in VIDEO_SUFFIXES:
+        request.video = {"codec": args.codec, "crf": args.crf, "preset": args.preset} if "codec" in args else {}
+        return upscale_video_file(request)
+    return upscale_files(request)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Everything, parsing included, runs inside the wrapper: Ctrl-C at any moment is a clean exit."""
+    from export.errors import run_command
+
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: run(argv), debug, "no partial file was left")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,12 @@ def read_sidecar(engine: Path) -> dict:
         sidecar = json.loads(path.read_text())
     except FileNotFoundError:
         raise SidecarError(f"{engine}: no sidecar {path.name}") from None
-    except ValueError:
-        raise SidecarError(f"{engine}: sidecar {path.name} is not valid JSON") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        raise SidecarError(f"{engine}: sidecar {path.name} is not readable JSON") from None
+    if not isinstance(sidecar, dict) or not all(isinstance(sidecar.get(k), str) for k in ("flavor", "precision")):
+        raise SidecarError(f"{engine}: sidecar {path.name} is not an engine sidecar written by export.py")
+    if not isinstance(sidecar.get("profile"), dict) or not sidecar["profile"]:
+        raise SidecarError(f"{engine}: sidecar {path.name} has no optimisation profile")
     if not engine.is_file() or sidecar.get("engine_sha256") != sha256_file(engine):
         raise SidecarError(f"{engine}: the file does not match its sidecar (sha256 differs)")
     return sidecar

@@ -61,6 +61,8 @@ def read_canary(path: Path) -> tuple[np.ndarray, np.ndarray]:
     n, c, h, w = inputs.shape if inputs.ndim == 4 else (0, 0, 0, 0)
     if (n, c) != (1, 3) or reference.shape != (1, 3, h * SCALE, w * SCALE):
         raise ValueError(f"{path}: not a canary file (shapes {inputs.shape} -> {reference.shape})")
+    if not (np.isfinite(inputs).all() and np.isfinite(reference).all()):  # NaN would pass every comparison
+        raise ValueError(f"{path}: not a canary file (NaN or Inf values)")
     return inputs.astype(np.float32), reference.astype(np.float32)
 
 
@@ -73,7 +75,7 @@ def shrink(output: np.ndarray) -> np.ndarray:
 def judge(output: np.ndarray, inputs: np.ndarray, reference: np.ndarray | None, precision: str) -> str | None:
     """None if `output` (a backend's result for `inputs`) passes, else the one-line reason it does not.
 
-    With a reference: FP32 must match to the gate's FP32 bound, FP16 (and anything lower) to its FP16 bounds.
+    With a reference: FP32 must match to the gate's FP32 bound, bf16 to its bf16 bounds, FP16 to the FP16 ones.
     """
     n, c, h, w = inputs.shape
     expected = (n, c, h * SCALE, w * SCALE)
@@ -96,9 +98,10 @@ def judge(output: np.ndarray, inputs: np.ndarray, reference: np.ndarray | None, 
     max_abs = float(np.abs(error).max())
     mse = float(np.mean(np.square(error), dtype=np.float64))
     db = float("inf") if mse == 0 else -10.0 * np.log10(mse)
-    if db < t.fp16_min_psnr or max_abs > t.fp16_max_abs:
+    floor, ceiling = (t.bf16_min_psnr, t.bf16_max_abs) if precision == "bf16" else (t.fp16_min_psnr, t.fp16_max_abs)
+    if db < floor or max_abs > ceiling:
         return (
             f"{db:.1f} dB and max {max_abs * 255:.2f}/255 from the exported reference"
-            f" (allowed >= {t.fp16_min_psnr} dB, <= {t.fp16_max_abs * 255:g}/255 for {precision})"
+            f" (allowed >= {floor} dB, <= {ceiling * 255:g}/255 for {precision})"
         )
     return None

@@ -7,6 +7,11 @@ from collections.abc import Callable
 
 BACKENDS = ("auto", "tensorrt-rtx", "tensorrt", "onnxruntime", "openvino", "torch")
 KEYS = ("params_ema", "params")
+# Inputs upscale.py sends to the video path (runtime/video.py) instead of the image path.
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv",
+     ".ogv", ".3gp", ".y4m"}
+)  # fmt: skip
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from export.errors import interrupts_deferred
 
 
 def sha256_file(path: str | Path) -> str:
@@ -41,20 +42,20 @@ def atomic_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     (another process wrote it), so two concurrent runs can never silently replace each other's result.
     """
     path = Path(path)
-    with _signals_held():  # a signal between creating the file and entering `try` would leave it behind
+    with interrupts_deferred():  # a signal between creating the file and entering `try` would leave it
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
         _LIVE.add(Path(tmp))
     try:
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
         yield Path(tmp)
-        with _signals_held():
+        with interrupts_deferred():
             if replace:
                 os.replace(tmp, path)
             else:
                 _claim(Path(tmp), path)
     finally:
-        with _signals_held(), contextlib.suppress(FileNotFoundError):
+        with interrupts_deferred(), contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         _LIVE.discard(Path(tmp))
 
@@ -74,13 +75,13 @@ def _claim(tmp: Path, path: Path) -> None:
 @contextlib.contextmanager
 def temporary_folder(parent: Path, prefix: str) -> Iterator[Path]:
     """A new folder inside `parent`, removed with its contents on every exit."""
-    with _signals_held():
+    with interrupts_deferred():
         folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         _LIVE.add(folder)
     try:
         yield folder
     finally:
-        with _signals_held():
+        with interrupts_deferred():
             shutil.rmtree(folder, ignore_errors=True)
         _LIVE.discard(folder)
 
@@ -94,19 +95,6 @@ def remove_temporaries() -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         _LIVE.discard(path)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Delay SIGINT, SIGTERM and SIGHUP for the block (POSIX; elsewhere a no-op); they arrive right after."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _umask() -> int:

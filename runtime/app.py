@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from export.errors import DeployError, one_line
 from runtime.imageio import DEFAULT_MAX_PIXELS, Image
 from runtime.job import (
     Options,
@@ -32,15 +33,57 @@ class Request:
     ckpt: Path | None = None
     onnx: Path | None = None
     engine: Path | None = None
-    engines_dir: Path = Path("engines")
+    engines_dir: Path | None = None  # None: the lookup order of runtime/selection.py engines_dirs()
     key: str | None = None
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     pipelined: bool = True  # several inputs: decode, inference and encode overlapped (runtime/pipelined.py)
+    video: dict = field(default_factory=dict)  # codec, crf, preset for a video input (runtime/video.py)
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
+
+
+def _upscaler(request: Request) -> Upscaler:
+    return Upscaler(
+        request.backend, request.precision, request.tile, request.overlap, ckpt=request.ckpt, onnx=request.onnx,
+        engine=request.engine, engines_dir=request.engines_dir, key=request.key, max_pixels=request.max_pixels,
+    )  # fmt: skip
+
+
+def _announce(upscaler: Upscaler) -> None:
+    _say(f"model: {upscaler.model.origin}")
+    _say(f"backend: {upscaler.backend} - {upscaler.reason}")
+    for line in upscaler.skipped:
+        _say(f"  skipped {line}")
+
+
+def upscale_video_file(request: Request) -> int:
+    """One video in, one video out (runtime/video.py); the output defaults to `<name><suffix>` beside it."""
+    try:
+        from runtime.video import upscale_video
+        from runtime.video_codecs import CONTAINERS
+    except ImportError:
+        raise DeployError(f"{request.inputs}: videos need PyAV: pip install -e '.[video]'") from None
+    source = Path(request.inputs)
+    if not source.is_file():
+        raise DeployError(f"{source}: no such file")
+    target = request.options.output
+    if target is None:
+        suffix = source.suffix if source.suffix.lower() in CONTAINERS else ".mkv"
+        target = source.with_name(f"{source.stem}{request.options.suffix}{suffix}")
+    with _upscaler(request) as upscaler:
+        if not request.quiet:
+            _announce(upscaler)
+        result = upscale_video(
+            source, target, upscaler, **request.video, overwrite=request.options.overwrite, progress=not request.quiet
+        )
+    for line in result.dropped:
+        _say(f"warning: left out {line}")
+    if not request.quiet:
+        _say(f"1 written, 0 failed: {result.target} ({result.frames} frames, {result.encoder})")
+    return 0
 
 
 def upscale_files(request: Request) -> int:
@@ -54,19 +97,13 @@ def upscale_files(request: Request) -> int:
         if not request.quiet:
             _say(f"skipping {len(earlier)} earlier result(s) among the inputs (names ending in {request.options.suffix})")
     for path, why in found.skipped:
-        _say(f"skipped {path}: {why}")
+        _say(one_line(f"skipped {path}: {why}"))
     plan_outputs(sources, single, request.options)  # a bad --ext or a collision fails before any model loads
-    upscaler = Upscaler(
-        request.backend, request.precision, request.tile, request.overlap, ckpt=request.ckpt, onnx=request.onnx,
-        engine=request.engine, engines_dir=request.engines_dir, key=request.key, max_pixels=request.max_pixels,
-    )  # fmt: skip
+    upscaler = _upscaler(request)
     with contextlib.ExitStack() as stack:
         stack.enter_context(upscaler)
         if not request.quiet:
-            _say(f"model: {upscaler.model.origin}")
-            _say(f"backend: {upscaler.backend} - {upscaler.reason}")
-            for line in upscaler.skipped:
-                _say(f"  skipped {line}")
+            _announce(upscaler)
         pipelined = request.pipelined and not single
         stream = stderr_stream() if pipelined else sys.stderr
         images = stack.enter_context(
@@ -83,7 +120,7 @@ def upscale_files(request: Request) -> int:
             return result
 
         def report(_source: Path, message: str) -> None:
-            images.write(f"error: {message}", file=stream)
+            images.write(f"error: {one_line(message)}", file=stream)
 
         run = run_pipelined if pipelined else run_job
         outcome = run(sources, single, request.options, upscale_one, report, request.max_pixels)

@@ -22,11 +22,14 @@ OpenCV nor Pillow writes at 16 bits.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import re
 import struct
 import sys
 import tempfile
+import threading
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -38,6 +41,7 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
+from export.contract import SCALE
 from export.errors import DeployError
 from export.fileutil import atomic_path
 
@@ -55,11 +59,19 @@ NO_ALPHA = {".jpg", ".jpeg", ".bmp"}
 # The result has 16x the pixels of the input: a 64-megapixel input (every camera up to 61 MP) gives a
 # 1-gigapixel, 3 GiB (8-bit RGB) output, about what a workstation holds. Larger needs --max-pixels.
 DEFAULT_MAX_PIXELS = 64_000_000
+# Written into every result's EXIF (PNG, JPEG, WebP) or TIFF Software tag: what `is_result_of` looks for
+# before --overwrite may replace a file. BMP holds no metadata: there the size alone decides.
+SOFTWARE = "lsanet-deploy x4"
+_SOFTWARE_TAG = 0x0131
+_EXTRA_SAMPLES_TAG = 338
+_BITS_PER_SAMPLE_TAG = 258
 _ORIENTATION = 0x0112
 _TIFF = {".tif", ".tiff"}
 # Lines the decoders print that mean the pixels are incomplete or wrong (libjpeg warnings, libpng and
 # libtiff errors, OpenCV's own error log); "extraneous bytes before marker 0xd9" is junk after the last
 # scan, common in camera files, with every pixel decoded.
+# Held while fd 2 is redirected (see _stderr_captured); re-entrant, as a flush inside may print.
+CAPTURE_LOCK = threading.RLock()
 _DAMAGE = re.compile(r"premature end|corrupt|bad huffman|invalid sos|progression|resync|error", re.IGNORECASE)
 _HARMLESS = re.compile(r"extraneous bytes before marker 0xd9", re.IGNORECASE)
 
@@ -99,6 +111,8 @@ class _Header:
     grey_alpha: bool
     icc: bytes | None
     exif: bytes | None  # TIFF-structured, orientation reset to 1
+    pillow_pixels: bool = False  # 8-bit RGBA TIFF with unassociated alpha: OpenCV would premultiply it
+    software: str | None = None  # EXIF/TIFF Software tag: SOFTWARE marks this tool's results
 
 
 def skip_reason(path: str | Path) -> str | None:
@@ -114,6 +128,20 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as `read_image` returns the pixels (after EXIF orientation), from the header only."""
     header = _read_header(Path(path))
     return (header.height, header.width) if header.orientation >= 5 else (header.width, header.height)
+
+
+def is_result_of(source: str | Path, target: str | Path) -> bool:
+    """Whether `target` is this tool's x4 result for `source`: exactly 4x its size (from the headers) and,
+    where the format holds metadata, marked with SOFTWARE. Only such a file may --overwrite replace: a
+    photo that an unquoted glob made the OUTPUT is neither, even when it happens to be 4x the size."""
+    try:
+        width, height = image_size(source)
+        header = _read_header(Path(target))
+    except ImageError:
+        return False
+    size = (header.height, header.width) if header.orientation >= 5 else (header.width, header.height)
+    marked = Path(target).suffix.lower() == ".bmp" or header.software == SOFTWARE
+    return marked and size == (width * SCALE, height * SCALE)
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
@@ -134,7 +162,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
             f"{path}: {header.width}x{header.height} is {header.width * header.height} pixels, above the limit of "
             f"{max_pixels} (the result has 16 times as many); raise it with --max-pixels if this is intended"
         )
-    pixels = _decode(path)
+    pixels = _decode(path, header)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{path}: {pixels.dtype} samples are not supported (8- or 16-bit integer images only)")
     if pixels.shape[:2] != (header.height, header.width):
@@ -201,15 +229,40 @@ def _read_header(path: Path) -> _Header:
             icc = im.info.get("icc_profile") or None
             grey_alpha = (im.format == "PNG" and _png_colour_type(path) == 4) or im.mode == "LA"
             tiff = im.format == "TIFF"
-            tiff_orientation = im.getexif().get(_ORIENTATION, 1) if tiff else 1
+            # A TIFF's tags are its header; other formats' EXIF is parsed from the block in `info` (getexif()
+            # on a PNG can decode the whole image to look for an eXIf chunk after the pixels).
+            tags = im.getexif() if tiff else _exif_tags(im.info.get("exif"))
+            tiff_orientation = tags.get(_ORIENTATION, 1) if tiff else 1
             orientation, exif = (1, None) if tiff else _upright_exif(im.info.get("exif"))
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
-        raise ImageError(f"{path}: cannot decode: damaged or not a {path.suffix} image ({exc})") from None
+            software = tags.get(_SOFTWARE_TAG)
+            unassociated = (
+                tiff and im.mode == "RGBA" and _first(im.tag_v2.get(_EXTRA_SAMPLES_TAG)) == 2
+                and _first(im.tag_v2.get(_BITS_PER_SAMPLE_TAG)) == 8  # Pillow reads 16-bit RGBA as 8-bit
+            )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - Pillow parsing untrusted bytes raises many types (TypeError too)
+        raise ImageError(f"{path}: cannot decode: damaged or not a {path.suffix} image ({_one_line(exc)})") from None
     if tiff and grey_alpha:
         raise ImageError(f"{path}: grey+alpha TIFF is not supported (OpenCV drops its alpha): save it as PNG")
     if tiff and tiff_orientation >= 5:
         raise ImageError(f"{path}: TIFF orientation {tiff_orientation} (a quarter turn) unsupported: save it upright")
-    return _Header(width, height, frames, orientation, grey_alpha, icc, exif)
+    return _Header(width, height, frames, orientation, grey_alpha, icc, exif, unassociated, software if isinstance(software, str) else None)
+
+
+def _exif_tags(block: bytes | None) -> PILImage.Exif:
+    exif = PILImage.Exif()
+    if block:
+        with contextlib.suppress(Exception):  # unreadable EXIF is dropped, as in _upright_exif
+            exif.load(block)
+    return exif
+
+
+def _first(value: object) -> object:
+    return value[0] if isinstance(value, tuple) and value else value
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -217,7 +270,9 @@ def _pillow_quiet() -> Iterator[None]:
     """Pillow's own decompression-bomb guard (a warning above 89 megapixels, an error above 179) would
     pre-empt ours, which names the size and the flag: switched off only while a header is read (Pillow
     keeps it as module state). Pillow's warnings (e.g. "Corrupt EXIF data") are kept off the terminal."""
-    saved = PILImage.MAX_IMAGE_PIXELS
+    saved, log = PILImage.MAX_IMAGE_PIXELS, logging.getLogger("PIL")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)  # its modules' loggers inherit it: "More samples per pixel than ..."
     PILImage.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
@@ -225,6 +280,7 @@ def _pillow_quiet() -> Iterator[None]:
             yield
     finally:
         PILImage.MAX_IMAGE_PIXELS = saved
+        log.setLevel(level)
 
 
 def _png_colour_type(path: Path) -> int:
@@ -252,10 +308,15 @@ def _upright_exif(block: bytes | None) -> tuple[int, bytes | None]:
     return (orientation if orientation in range(1, 9) else 1), data.removeprefix(b"Exif\x00\x00")
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, header: _Header) -> np.ndarray:
+    """The pixels, in OpenCV's BGR(A) layout. Decoded from the file's bytes, never by path: a file name that is
+    not valid UTF-8 (bytes smuggled in as lone surrogates) crashes OpenCV's path handling."""
+    data = np.fromfile(path, np.uint8)
+    if header.pillow_pixels:
+        return _decode_with_pillow(path, data)
     with _stderr_captured() as printed:
         try:
-            pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         except cv2.error as exc:
             raise ImageError(f"{path}: cannot decode ({_opencv_reason(str(exc))})") from None
     damage = _damage(printed[0])
@@ -264,6 +325,17 @@ def _decode(path: Path) -> np.ndarray:
     if pixels is None or pixels.size == 0:
         raise ImageError(f"{path}: cannot decode: truncated, corrupt or not a {path.suffix} image")
     return pixels
+
+
+def _decode_with_pillow(path: Path, data: np.ndarray) -> np.ndarray:
+    """An 8-bit RGBA TIFF with unassociated alpha (what Pillow, GIMP and tifffile write): OpenCV returns its
+    colour premultiplied by alpha, Pillow as stored. Truncated data is an error (LOAD_TRUNCATED_IMAGES off)."""
+    try:
+        with _pillow_quiet(), PILImage.open(io.BytesIO(data.tobytes())) as im:
+            rgba = np.asarray(im.convert("RGBA") if im.mode != "RGBA" else im)
+    except Exception as exc:  # noqa: BLE001 - as in _read_header
+        raise ImageError(f"{path}: corrupt or truncated: {_one_line(exc)}") from None
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
 
 
 def _split(pixels: np.ndarray, header: _Header) -> Image:
@@ -283,20 +355,22 @@ def _split(pixels: np.ndarray, header: _Header) -> Image:
 @contextlib.contextmanager
 def _stderr_captured() -> Iterator[list[str]]:
     """Redirect file descriptor 2 (where libjpeg, libpng, libtiff and OpenCV's log write) to a temporary
-    file for the block; yields a list that holds the captured text once the block ends. Process-wide for
-    its duration, as fd 2 is: reads and writes are not run from several threads."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    printed: list[str] = []
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield printed
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            printed.append(sink.read().decode(errors="replace"))
+    file for the block; yields a list that holds the captured text once the block ends. fd 2 is process-wide,
+    so captures hold CAPTURE_LOCK: one at a time, and code on other threads that prints to stderr takes it
+    too (runtime/pipelined.py does), or its text would land in the capture."""
+    with CAPTURE_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        printed: list[str] = []
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield printed
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                printed.append(sink.read().decode(errors="replace"))
 
 
 def _damage(printed: str) -> str | None:
@@ -334,11 +408,21 @@ def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> bool:
     params[".webp"] = [cv2.IMWRITE_WEBP_QUALITY, 101]  # lossless
     kinds, blocks = [], []
     if suffix != ".bmp":
-        for kind, block in ((cv2.IMAGE_METADATA_ICCP, image.icc), (cv2.IMAGE_METADATA_EXIF, image.exif)):
+        for kind, block in ((cv2.IMAGE_METADATA_ICCP, image.icc), (cv2.IMAGE_METADATA_EXIF, _marked_exif(image.exif))):
             if block:
                 kinds.append(kind)
                 blocks.append(np.frombuffer(block, np.uint8))
-    return cv2.imwriteWithMetadata(str(tmp), np.ascontiguousarray(data), kinds, blocks, params.get(suffix, []))
+    ok, encoded = cv2.imencodeWithMetadata(suffix, np.ascontiguousarray(data), kinds, blocks, params.get(suffix, []))
+    if ok:
+        tmp.write_bytes(encoded.tobytes())  # by Python, not by path in C: see _decode
+    return bool(ok)
+
+
+def _marked_exif(block: bytes | None) -> bytes:
+    """The image's EXIF (TIFF-structured) with the Software tag set to SOFTWARE, or a new block with only it."""
+    exif = _exif_tags(block)
+    exif[_SOFTWARE_TAG] = SOFTWARE
+    return exif.tobytes().removeprefix(b"Exif\x00\x00")
 
 
 def _write_tiff(tmp: Path, image: Image) -> None:
@@ -350,7 +434,7 @@ def _write_tiff(tmp: Path, image: Image) -> None:
         data, photometric, extra = np.dstack([rgb, image.alpha]), "rgb", ["unassalpha"]
     # Deflate level 1 with the horizontal predictor: as small as OpenCV's LZW TIFFs and as fast to write.
     tifffile.imwrite(
-        tmp, data, photometric=photometric, extrasamples=extra, iccprofile=image.icc,
+        tmp, data, photometric=photometric, extrasamples=extra, iccprofile=image.icc, software=SOFTWARE,
         compression="zlib", compressionargs={"level": 1}, predictor=True,
     )  # fmt: skip
 
@@ -364,8 +448,7 @@ def _grey_alpha_png(image: Image) -> bytes:
     chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * image.dtype.itemsize, 4, 0, 0, 0))]
     if image.icc:
         chunks.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(image.icc)))
-    if image.exif:
-        chunks.append((b"eXIf", image.exif))
+    chunks.append((b"eXIf", _marked_exif(image.exif)))
     chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), (b"IEND", b"")]
     body = b"".join(
         struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)) for kind, data in chunks

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.cli import VIDEO_SUFFIXES
 from export.contract import SCALE
 from export.errors import DeployError
 from export.fileutil import is_temporary
@@ -26,7 +27,7 @@ from runtime.imageio import (
     READABLE,
     Image,
     ImageError,
-    image_size,
+    is_result_of,
     read_image,
     skip_reason,
     write_image,
@@ -106,7 +107,13 @@ class Inputs:
 def _sort_out(candidates: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     files, skipped = [], []
     for path in candidates:
-        if is_temporary(path):
+        if not path.is_file():
+            if path.is_dir():
+                continue  # sub-folders are not walked, and say nothing
+            skipped.append((path, "a broken link" if path.is_symlink() else "not a regular file"))
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            skipped.append((path, "a video: upscale it on its own (upscale.py clip.mp4 clip_x4.mp4)"))
+        elif is_temporary(path):
             skipped.append((path, "a temporary file of an interrupted run (safe to delete)"))
         elif reason := skip_reason(path):
             skipped.append((path, reason))
@@ -122,15 +129,18 @@ def resolve_inputs(spec: str) -> Inputs:
     if path.is_file():
         return Inputs([path], True)
     if path.is_dir():
-        files, skipped = _sort_out(sorted(p for p in path.iterdir() if p.is_file()))
+        files, skipped = _sort_out(sorted(path.iterdir()))
         if not files:
-            raise JobError(f"{path}: no images in this folder ({', '.join(sorted(READABLE))})")
+            reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
+            raise JobError(f"{path}: no images in this folder ({', '.join(sorted(READABLE))})" + (f"; {reasons}" if reasons else ""))
         return Inputs(files, False, skipped)
     if glob.has_magic(spec):
-        files, skipped = _sort_out(sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file()))
+        files, skipped = _sort_out(sorted(Path(p) for p in glob.glob(spec)))
         if not files:
             raise JobError(f"{spec}: no image files match")
         return Inputs(files, False, skipped)
+    if path.exists():
+        raise JobError(f"{spec}: not a regular file or folder")
     raise JobError(f"{spec}: no such file or folder")
 
 
@@ -171,25 +181,15 @@ def plan_outputs(sources: list[Path], single: bool, options: Options) -> list[Pa
     for source, target in zip(sources, targets):
         if target.suffix.lower() not in READABLE:
             raise JobError(f"{target}: unknown output format '{target.suffix}' (use one of {', '.join(sorted(READABLE))})")
+        if single and not target.parent.is_dir():
+            raise JobError(f"{target}: output folder {target.parent} does not exist")
         key = os.path.normcase(os.path.abspath(target))
         if key in seen:
             raise JobError(
-                f"{seen[key]} and {source} would both write {target}; nothing was done (use --ext or separate folders)"
+                f"{seen[key]} and {source} would both write {target}; nothing was done (use another --suffix or --ext, or separate folders)"
             )
         seen[key] = source
     return targets
-
-
-def is_earlier_result(source: Path, target: Path) -> bool:
-    """Whether `target` looks like this tool's result for `source`: an image exactly 4x its size.
-
-    This is what --overwrite may replace; anything else (another photo, say, when an unquoted glob made
-    it the OUTPUT argument) is refused even with --overwrite."""
-    try:
-        width, height = image_size(source)
-        return image_size(target) == (width * SCALE, height * SCALE)
-    except ImageError:
-        return False
 
 
 def check_output(source: Path, target: Path, overwrite: bool, inputs: set[Path]) -> bool:
@@ -208,10 +208,12 @@ def check_output(source: Path, target: Path, overwrite: bool, inputs: set[Path])
         return False
     if not overwrite:
         raise ImageError(f"{target}: exists (use --overwrite to replace an earlier result)")
-    if target.is_symlink() or not target.is_file() or not is_earlier_result(source, target):
+    if target.is_symlink() or not target.is_file():
+        raise ImageError(f"{target}: exists and is not a regular file; refusing to replace it, even with --overwrite")
+    if not is_result_of(source, target):
         raise ImageError(
-            f"{target}: exists and is not an earlier x4 result of {source.name} (not 4x its size); "
-            "refusing to replace it, even with --overwrite"
+            f"{target}: exists and is not an earlier x4 result of {source.name} (not 4x its size, or not made by "
+            "this tool); refusing to replace it, even with --overwrite"
         )
     return True
 

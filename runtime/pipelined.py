@@ -34,12 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from runtime.imageio import DEFAULT_MAX_PIXELS, Image, read_image, write_image
+from runtime.imageio import (
+    CAPTURE_LOCK,
+    DEFAULT_MAX_PIXELS,
+    Image,
+    read_image,
+    write_image,
+)
 from runtime.job import FAILURES, Options, Outcome, check_output, prepare_outputs
 
-# Held around every read_image and write_image made by this module and every write of stderr_stream()
-# (see the module docstring); re-entrant, since imageio flushes sys.stderr inside its capture.
-CODEC = threading.RLock()
+# imageio's capture lock, also held around every read_image and write_image made by this module (so a
+# decode and an encode never interleave) and every write of stderr_stream() (see the module docstring).
+CODEC = CAPTURE_LOCK
 _POLL_S = 0.1  # how often a blocked reader looks whether the run was stopped
 
 

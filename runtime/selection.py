@@ -55,6 +55,8 @@ def _from_manifest(folder: Path, origin: str) -> Model:
     """The model export.py wrote into `folder`: every artifact checked by name and sha256 first."""
     manifest = load_manifest(folder)
     model = Model(origin, canary=artifact_path(folder, manifest, kind="canary"))
+    if model.canary is None:  # export.py always writes one: without it the self-check could be bypassed
+        raise DeployError(f"{folder / MANIFEST}: lists no self-check canary (an older or edited export); re-run export.py")
     for precision in ("fp32", "fp16"):
         if path := artifact_path(folder, manifest, kind="onnx", precision=precision):
             model.onnx[precision] = path
@@ -168,18 +170,18 @@ def _ort(model: Model, precision: str | None, device: str) -> Backend:
 
 def _openvino(model: Model, precision: str | None) -> Backend:
     if precision == "fp16":
-        raise BackendError("runs FP32 only (FP16 brings no speed on CPUs without FP16 arithmetic)")
+        raise BackendError("runs fp32, or bf16 (--bf16) on CPUs with bfloat16 arithmetic; FP16 brings no speed on CPUs")
     if not _installed("openvino"):
         raise BackendError("openvino is not installed (pip install openvino)")
     from runtime.openvino_backend import OpenVINOBackend
 
-    return OpenVINOBackend(_onnx_path(model, "fp32"))
+    return OpenVINOBackend(_onnx_path(model, "fp32"), precision or "fp32")
 
 
 def _torch(model: Model, precision: str | None) -> Backend:
     if model.ckpt is None:
         raise BackendError(f"needs a checkpoint, and {model.origin} has none (pass --ckpt)")
-    if precision == "fp16":
+    if precision not in (None, "fp32"):
         raise BackendError("the PyTorch backend runs FP32 only")
     from runtime.torch_backend import TorchBackend
 

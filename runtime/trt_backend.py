@@ -112,9 +112,11 @@ class TensorRTBackend(Backend):
         self.sidecar = read_sidecar(self.engine_path)
         self.flavor = self.sidecar["flavor"]
         self.name = "tensorrt-rtx" if self.flavor == "rtx" else "tensorrt"
-        profile = next(iter(self.sidecar["profile"].values()))
-        _, _, h0, w0 = profile["min"]
-        n1, _, h1, w1 = profile["max"]
+        try:
+            profile = next(iter(self.sidecar["profile"].values()))
+            (_, _, h0, w0), (n1, _, h1, w1) = (tuple(map(int, profile[k])) for k in ("min", "max"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise BackendError(f"{self.engine_path}: its sidecar's profile is malformed; {REBUILD}") from None
         self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1)
         self._trt = self._cudart = None
         self._runtime = self._engine = self._runtime_config = self._runtime_cache = self._context = None

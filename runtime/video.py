@@ -28,6 +28,7 @@ from typing import Any
 import av
 import numpy as np
 
+from export.cli import VIDEO_SUFFIXES
 from export.contract import SCALE
 from export.errors import DeployError
 from export.fileutil import atomic_path
@@ -51,10 +52,6 @@ from runtime.video_colour import (
 from runtime.video_pipeline import QUEUE_ITEMS, Channel, Timer, run_stages
 
 # What FFmpeg demuxes and people call a video file; any of them is read, only CONTAINERS are written.
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv",
-     ".ogv", ".3gp", ".y4m"}
-)  # fmt: skip
 # Frames an encoder holds at most (x264/x265 lookahead 40 at preset medium, B-frames, frame threads).
 _ENCODER_FRAMES = 48
 _STALE_TAGS = {"encoder", "duration", "number_of_frames", "number_of_bytes", "bps", "_statistics_tags",

@@ -173,8 +173,8 @@ def test_truncated_files_are_errors_and_silent(tmp_path: Path, capfd, name: str,
         read_image(path)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
-    if name == "progressive.jpg":  # libjpeg returns an image here: only its message tells
-        assert "Premature end of JPEG file" in message
+    if name == "progressive.jpg":  # read by path, libjpeg returned a half-grey image; from bytes, nothing
+        assert "truncated" in message
     assert capfd.readouterr() == ("", "")
 
 

@@ -34,9 +34,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_overwrite_never_replaces_a_file_that_is_not_an_earlier_result(tmp_path, exported) -> None:
     cv2.imwrite(str(tmp_path / "a.png"), photo(1))
     cv2.imwrite(str(tmp_path / "b.png"), photo(2))
+    cv2.imwrite(str(tmp_path / "c.png"), photo(3, (96, 80)))  # a photo that happens to be exactly 4x a.png
     before = snapshot(tmp_path)
-    result = upscale_cli(exported, str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--overwrite")
-    assert_one_line_error(result, "b.png", "not an earlier x4 result")
+    for victim in ("b.png", "c.png"):
+        result = upscale_cli(exported, str(tmp_path / "a.png"), str(tmp_path / victim), "--overwrite")
+        assert_one_line_error(result, victim, "not an earlier x4 result")
     assert snapshot(tmp_path) == before
     # The same size check lets a genuine re-run replace its own earlier result.
     assert upscale_cli(exported, str(tmp_path / "a.png"), str(tmp_path / "a_x4.png")).returncode == 0

@@ -173,14 +173,17 @@ def test_output_equal_to_input_is_refused(tmp_path, exported) -> None:
 def test_existing_output_needs_overwrite(tmp_path, exported) -> None:
     source, target = tmp_path / "in.png", tmp_path / "out.png"
     cv2.imwrite(str(source), np.zeros((20, 20, 3), np.uint8))
-    cv2.imwrite(str(target), np.full((80, 80, 3), 200, np.uint8))  # an earlier result: 4x the input's size
+    assert upscale_cli(exported, str(source), str(target)).returncode == 0  # an earlier result
+    first = target.read_bytes()
     assert_one_line_error(upscale_cli(exported, str(source), str(target)), "exists (use --overwrite")
-    assert cv2.imread(str(target))[0, 0, 0] == 200
+    assert target.read_bytes() == first
     assert upscale_cli(exported, str(source), str(target), "--overwrite").returncode == 0
-    assert cv2.imread(str(target)).shape == (80, 80, 3) and cv2.imread(str(target)).max() < 50  # the x4 of black
-    target.write_bytes(b"keep me")  # not an image of 4x the input's size: never replaced
-    assert_one_line_error(upscale_cli(exported, str(source), str(target), "--overwrite"), "not an earlier x4 result")
-    assert target.read_bytes() == b"keep me"
+    assert cv2.imread(str(target)).shape == (80, 80, 3)
+    # Files this tool did not make are never replaced: a photo exactly 4x the size, or anything else.
+    for other in (cv2.imencode(".png", np.full((80, 80, 3), 200, np.uint8))[1].tobytes(), b"keep me"):
+        target.write_bytes(other)
+        assert_one_line_error(upscale_cli(exported, str(source), str(target), "--overwrite"), "not an earlier x4 result")
+        assert target.read_bytes() == other
 
 
 def test_unwritable_output_folder(tmp_path, exported) -> None:

@@ -424,3 +424,35 @@ def test_queues_bound_the_frames_in_flight() -> None:
 
     run_stages(read, lambda item: item, write)
     assert alive[0] == 0 and most[0] <= 2 * QUEUE_ITEMS + 3
+
+
+def test_the_command_line_takes_a_video_and_stops_cleanly_on_sigterm(tmp_path, clips, exported) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, upscale_cli
+
+    result = upscale_cli(exported, str(clips["vfr"]), str(tmp_path / "out.mkv"), "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert len(video_frames(tmp_path / "out.mkv")) == FRAMES and times(tmp_path / "out.mkv") == times(clips["vfr"])
+    assert "1 written, 0 failed" in result.stderr
+    # A folder run passes videos over, saying why.
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(clips["cfr"].read_bytes())
+    assert "a video: upscale it on its own" in upscale_cli(exported, str(folder)).stderr
+    # SIGTERM mid-run: exit 143, no output, no temporary.
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "upscale.py"), str(clips["cfr"]), str(tmp_path / "stopped.mp4"),
+         "--engines-dir", str(exported[0]), "--quiet"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not no_leftovers(tmp_path) and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "stopped.mp4").exists() and no_leftovers(tmp_path) == []
