@@ -6,7 +6,6 @@ The `export.py` command (and `lsanet-export`): only parses arguments and calls t
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from export.cli import KEYS, int_at_least

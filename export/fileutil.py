@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from export.errors import interrupts_deferred
+from export.errors import DeployError, interrupts_deferred
 
 
 def sha256_file(path: str | Path) -> str:
@@ -95,6 +95,19 @@ def remove_temporaries() -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         _LIVE.discard(path)
+
+
+def make_writable_folder(folder: Path, label: str) -> None:
+    """Create `folder` (with its parents) to write into, or raise DeployError saying in one line, under
+    `label` (e.g. the flag that named it), why it cannot be used: checked before any long work."""
+    if folder.exists() and not folder.is_dir():
+        raise DeployError(f"{label}{folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeployError(f"{label}{folder}: cannot create or write there ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):  # a read-only mount says so here too, also to root
+        raise DeployError(f"{label}{folder}: cannot create or write there (not writable)")
 
 
 def _umask() -> int:

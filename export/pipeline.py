@@ -8,7 +8,6 @@ one written last, so a manifest never points at a missing or different file.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,12 @@ from export.canary import CANARY_FILE, canary_input, write_canary
 from export.checkpoint import load_checkpoint
 from export.contract import LSANET
 from export.errors import DeployError
-from export.fileutil import atomic_write_bytes, sha256_file, temporary_folder
+from export.fileutil import (
+    atomic_write_bytes,
+    make_writable_folder,
+    sha256_file,
+    temporary_folder,
+)
 from export.fp16 import KEEP_FP32, to_fp16
 from export.onnx_export import OPSET, export_fp32
 from export.parity import ParityReport, enforce, run_gate
@@ -83,18 +87,6 @@ def _select_flavors(flavor: str) -> tuple[list[str], list[str]]:
     return chosen, notes
 
 
-def _prepare(out_dir: Path) -> None:
-    """Make the output folder, or say in one line why it cannot be used (before any long work)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DeployError(f"--out {out_dir}: is a file, not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DeployError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
-    if not os.access(out_dir, os.W_OK):  # a read-only mount says so here too, also to root
-        raise DeployError(f"--out {out_dir}: cannot write there (not writable)")
-
-
 def _artifact(path: Path, kind: str, **extra: object) -> dict:
     return {"file": path.name, "kind": kind, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
 
@@ -109,7 +101,7 @@ def run_export(cfg: ExportConfig) -> ExportResult:
 
     flavors, skipped = _select_flavors(cfg.flavor)
     notes.extend(skipped)
-    _prepare(cfg.out_dir)
+    make_writable_folder(cfg.out_dir, "--out ")
     precision = "fp16" if cfg.fp16 else "fp32"
 
     t = time.perf_counter()

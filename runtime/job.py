@@ -20,7 +20,7 @@ import numpy as np
 from export.cli import VIDEO_SUFFIXES
 from export.contract import SCALE
 from export.errors import DeployError
-from export.fileutil import is_temporary
+from export.fileutil import is_temporary, make_writable_folder
 from runtime.alpha import needs_network, upscale_alpha
 from runtime.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -38,6 +38,10 @@ from runtime.tiling import Run, TileConfig, count_tiles, upscale
 
 class JobError(DeployError):
     """A problem with the command's inputs or outputs as a whole (not with one image)."""
+
+
+class OutputError(DeployError):
+    """An output that may not be written: it is an input, or it exists and may not be replaced."""
 
 
 @dataclass
@@ -192,40 +196,33 @@ def plan_outputs(sources: list[Path], single: bool, options: Options) -> list[Pa
     return targets
 
 
-def check_output(source: Path, target: Path, overwrite: bool, inputs: set[Path]) -> bool:
+def check_output(
+    source: Path, target: Path, overwrite: bool, inputs: set[Path], is_result: Callable[[Path, Path], bool] = is_result_of
+) -> bool:
     """Refuse to touch an input (`inputs`: all of this run's, resolved), or to replace an existing file that
     is not an earlier result of this tool for this input, or any existing file without `overwrite`.
-    Returns whether the write may replace an existing file."""
+    Returns whether the write may replace an existing file. `is_result` says whether an existing target is
+    this tool's result for the source (images: runtime/imageio.py is_result_of; videos bring their own)."""
     if target.resolve() == source.resolve() or (target.exists() and target.samefile(source)):
-        raise ImageError(f"{target}: the output would overwrite its input; choose another name")
+        raise OutputError(f"{target}: the output would overwrite its input; choose another name")
     if target.resolve() in inputs:
-        raise ImageError(f"{target}: is also one of the inputs; choose another --suffix or folder")
+        raise OutputError(f"{target}: is also one of the inputs; choose another --suffix or folder")
     if not target.parent.is_dir():
-        raise ImageError(f"{target}: output folder {target.parent} does not exist")
+        raise OutputError(f"{target}: output folder {target.parent} does not exist")
     if not os.access(target.parent, os.W_OK):
-        raise ImageError(f"{target}: output folder {target.parent} is not writable")
+        raise OutputError(f"{target}: output folder {target.parent} is not writable")
     if not (target.exists() or target.is_symlink()):
         return False
     if not overwrite:
-        raise ImageError(f"{target}: exists (use --overwrite to replace an earlier result)")
+        raise OutputError(f"{target}: exists (use --overwrite to replace an earlier result)")
     if target.is_symlink() or not target.is_file():
-        raise ImageError(f"{target}: exists and is not a regular file; refusing to replace it, even with --overwrite")
-    if not is_result_of(source, target):
-        raise ImageError(
+        raise OutputError(f"{target}: exists and is not a regular file; refusing to replace it, even with --overwrite")
+    if not is_result(source, target):
+        raise OutputError(
             f"{target}: exists and is not an earlier x4 result of {source.name} (not 4x its size, or not made by "
             "this tool); refusing to replace it, even with --overwrite"
         )
     return True
-
-
-def make_output_folder(folder: Path) -> None:
-    """Create the output folder of a multi-file run; JobError with the cause if that cannot be done."""
-    if folder.exists() and not folder.is_dir():
-        raise JobError(f"{folder}: is a file; several inputs need an output folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JobError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
 
 
 # What fails one image without stopping the run: reported, and the run goes on to the next input.
@@ -236,7 +233,7 @@ def prepare_outputs(sources: list[Path], single: bool, options: Options) -> list
     """Every input's output path, checked (plan_outputs), and the output folder of a multi-file run made."""
     targets = plan_outputs(sources, single, options)
     if not single and options.output is not None:
-        make_output_folder(options.output)
+        make_writable_folder(options.output, "output folder ")
     return targets
 
 

@@ -32,6 +32,7 @@ from export.cli import VIDEO_SUFFIXES
 from export.contract import SCALE
 from export.errors import DeployError
 from export.fileutil import atomic_path
+from runtime.job import check_output
 from runtime.memory import available_bytes, gib
 from runtime.upscaler import Upscaler
 from runtime.video_codecs import (
@@ -102,36 +103,15 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_target(source: Path, target: Path, overwrite: bool) -> bool:
-    """The rules of image outputs, for video: never the input; an existing file replaced only with
-    `overwrite` and only when it is an earlier result (a video 4x the source's size). Returns `replace`."""
+    """The rules of image outputs (runtime/job.py check_output), for video: an earlier result is a video 4x
+    the source's frame size. Returns `replace`."""
     container_for(target.suffix)
-    if target.resolve() == source.resolve() or (
-        target.exists() and target.samefile(source)
-    ):
-        raise VideoError(
-            f"{target}: the output would overwrite its input; choose another name"
-        )
-    if not target.parent.is_dir():
-        raise VideoError(f"{target}: output folder {target.parent} does not exist")
-    if not os.access(target.parent, os.W_OK):
-        raise VideoError(f"{target}: output folder {target.parent} is not writable")
-    if not (target.exists() or target.is_symlink()):
-        return False
-    if not overwrite:
-        raise VideoError(
-            f"{target}: exists (use --overwrite to replace an earlier result)"
-        )
+    return check_output(source, target, overwrite, {source.resolve()}, is_result=_is_result)
+
+
+def _is_result(source: Path, target: Path) -> bool:
     size = _frame_size(source)
-    if (
-        target.is_symlink()
-        or not target.is_file()
-        or _frame_size(target) != (size[0] * SCALE, size[1] * SCALE)
-    ):
-        raise VideoError(
-            f"{target}: exists and is not an earlier x{SCALE} result of {source.name}; refusing to replace it, "
-            "even with --overwrite"
-        )
-    return True
+    return size is not None and _frame_size(target) == (size[0] * SCALE, size[1] * SCALE)
 
 
 def _frame_size(path: Path) -> tuple[int, int] | None:

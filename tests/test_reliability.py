@@ -279,9 +279,9 @@ def test_output_folder_that_cannot_be_made(tmp_path, exported) -> None:
     cv2.imwrite(str(folder / "b.png"), photo(2))
     (tmp_path / "file").write_text("x")
     result = upscale_cli(exported, str(folder), str(tmp_path / "file" / "out"))
-    assert_one_line_error(result, "cannot create the output folder")
+    assert_one_line_error(result, "cannot create or write there")
     result = upscale_cli(exported, str(folder), "/proc/lsanet-out")  # a mount nobody may create folders in
-    assert_one_line_error(result, "/proc/lsanet-out", "cannot create the output folder")
+    assert_one_line_error(result, "/proc/lsanet-out", "cannot create or write there")
 
 
 def test_unknown_output_formats_fail_before_any_model_loads(tmp_path, source, exported) -> None:
@@ -294,7 +294,7 @@ def test_unknown_output_formats_fail_before_any_model_loads(tmp_path, source, ex
 
 def test_export_refuses_bad_output_folders_and_sizes_in_one_line(tmp_path, weights_path) -> None:
     (tmp_path / "file").write_text("x")
-    for out, needle in ((tmp_path / "file", "is a file"), (Path("/proc/lsanet-engines"), "cannot write there")):
+    for out, needle in ((tmp_path / "file", "is a file"), (Path("/proc/lsanet-engines"), "cannot create or write there")):
         result = run_script("export.py", "--ckpt", str(weights_path), "--out", str(out), "--flavor", "none")
         assert_one_line_error(result, str(out), needle)
     result = run_script("export.py", "--ckpt", str(weights_path), "--workspace-mib", "-1")

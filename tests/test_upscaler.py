@@ -11,7 +11,7 @@ import pytest
 
 from export.errors import DeployError
 from runtime import Upscaler
-from runtime.imageio import ImageError
+from runtime.job import OutputError
 from tests.conftest import ROOT, upscale_cli
 
 
@@ -61,10 +61,10 @@ def test_upscale_file_keeps_the_cli_guarantees(tmp_path, upscaler) -> None:
     cv2.imwrite(str(tmp_path / "a.png"), np.full((20, 20, 3), 90, np.uint8))
     cv2.imwrite(str(tmp_path / "b.png"), np.full((20, 20, 3), 30, np.uint8))
     assert upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png").is_file()
-    with pytest.raises(ImageError, match="exists"):
+    with pytest.raises(OutputError, match="exists"):
         upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png")
     assert upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png", overwrite=True).is_file()
-    with pytest.raises(ImageError, match="not an earlier x4 result"):
+    with pytest.raises(OutputError, match="not an earlier x4 result"):
         upscaler.upscale_file(tmp_path / "a.png", tmp_path / "b.png", overwrite=True)
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from export.errors import DeployError
 from runtime import Upscaler
-from runtime.video import VideoError, is_video, upscale_video
+from runtime.job import OutputError
+from runtime.video import is_video, upscale_video
 from runtime.video_codecs import CodecError, plan_encoder
 from runtime.video_colour import from_rgb, stream_colour, to_rgb
 from runtime.video_pipeline import QUEUE_ITEMS, run_stages
@@ -341,13 +342,13 @@ def test_bad_sources_are_one_line_errors_with_no_output(tmp_path) -> None:
 
 
 def test_outputs_are_never_inputs_and_never_replaced_silently(tmp_path, clips) -> None:
-    with pytest.raises(VideoError, match="overwrite its input"):
+    with pytest.raises(OutputError, match="overwrite its input"):
         upscale_video(clips["cfr"], clips["cfr"], Nearest(), progress=False)
     other = tmp_path / "taken.mp4"
     other.write_bytes(b"someone else's file")
-    with pytest.raises(VideoError, match="exists"):
+    with pytest.raises(OutputError, match="exists"):
         upscale_video(clips["cfr"], other, Nearest(), progress=False)
-    with pytest.raises(VideoError, match="not an earlier x4 result"):
+    with pytest.raises(OutputError, match="not an earlier x4 result"):
         upscale_video(clips["cfr"], other, Nearest(), overwrite=True, progress=False)
     upscale_video(clips["cfr"], tmp_path / "mine.mp4", Nearest(), progress=False)
     assert (
