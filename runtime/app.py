@@ -86,6 +86,28 @@ def upscale_video_file(request: Request) -> int:
     return 0
 
 
+def upscale_on_cluster(request: Request, address: str | None) -> int:
+    """The same job on a Ray cluster (runtime/cluster.py): inputs and OUTPUT local, shared or s3://, gs://."""
+    try:
+        from runtime.cluster import Settings, run_cluster
+    except ImportError:
+        raise DeployError("--cluster ray needs Ray Data: pip install -e '.[cluster]'") from None
+    if request.options.output is None:
+        raise DeployError("--cluster ray needs an OUTPUT folder")
+    if request.engine is not None or request.key is not None:
+        raise DeployError("--cluster ray takes its model from --engines-dir, --onnx or --ckpt (not --engine or --key)")
+    settings = Settings(
+        request.backend, request.precision, request.tile, request.overlap, ckpt=_text(request.ckpt),
+        onnx=_text(request.onnx), engines_dir=_text(request.engines_dir), max_pixels=request.max_pixels,
+    )  # fmt: skip
+    return run_cluster(request.inputs, str(request.options.output), address=address, settings=settings,
+                       options=request.options, quiet=request.quiet)  # fmt: skip
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 def upscale_files(request: Request) -> int:
     """Run the request; returns the exit status (1 if any image failed). DeployError escapes for setup errors."""
     from tqdm import tqdm

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", choices=KEYS, help="state_dict in --ckpt (default params_ema)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    parser.add_argument("--cluster", choices=["ray"],
+                        help="run the job on a Ray cluster with Ray Data (pip install -e '.[cluster]'); needs OUTPUT")  # fmt: skip
+    parser.add_argument("--ray-address", help="Ray cluster to connect to (default: $RAY_ADDRESS, else a local Ray)")
     try:
         from runtime.video import add_video_arguments
     except ImportError:  # without the [video] extra, a video input says how to get it
@@ -56,7 +59,12 @@ def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
 
-    from runtime.app import Request, upscale_files, upscale_video_file
+    from runtime.app import (
+        Request,
+        upscale_files,
+        upscale_on_cluster,
+        upscale_video_file,
+    )
     from runtime.job import Options
 
     request = Request(
@@ -74,6 +82,8 @@ def run(argv: list[str] | None) -> int:
         quiet=args.quiet,
         **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
     )
+    if args.cluster == "ray":
+        return upscale_on_cluster(request, args.ray_address)
     if Path(args.input).suffix.lower() in VIDEO_SUFFIXES:
         request.video = {"codec": args.codec, "crf": args.crf, "preset": args.preset} if "codec" in args else {}
         return upscale_video_file(request)

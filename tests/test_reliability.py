@@ -234,7 +234,9 @@ def test_an_onnx_with_its_checkpoint_is_held_to_the_pytorch_reference(tmp_path, 
     assert not (tmp_path / "out.png").exists()
 
 
-def test_self_check_costs_under_50_ms(exported) -> None:
+def test_self_check_costs_under_50_ms_once_loaded(exported) -> None:
+    """The check itself (read the canary, infer 32x64, compare). OpenVINO's first inference at any new shape
+    also compiles its kernels (~0.3 s here), which the first call pays: BENCHMARKS.md, "Self-check"."""
     from runtime.openvino_backend import OpenVINOBackend
     from runtime.ort_backend import ORTBackend
     from runtime.selection import Model, self_check
