@@ -11,6 +11,17 @@ earlier result for that input; each result committed atomically (a local file by
 rename, an object by one put of the complete encoded bytes); every failure listed with its one-line reason.
 Ray's `read_binary_files` is not used: one unreadable file fails its whole read, where here it fails only
 that file.
+
+Resumable: without `overwrite`, an output that is already complete is skipped, not failed: a local file that
+`is_result_of` its input (4x its size, this tool's mark), or an object of that name that decodes at 4x the
+input's size (objects are not checked for the mark: one put of complete bytes is the commit, so a decodable
+object of the right size is taken as ours). Every run writes a JSONL report, one line per input, atomically
+(REPORT_NAME in the output folder unless told otherwise).
+
+Fault tolerance: inference actors are restarted (ACTOR_RESTARTS) and their in-flight batches retried; decode
+and commit tasks are retried (TASK_RETRIES) when their worker process dies. A retry is harmless: decode only
+reads, and a commit whose earlier attempt already renamed a complete result finds it and counts it written.
+The report's `attempts` counts how many times each input entered inference.
 """
 
 from __future__ import annotations
@@ -19,11 +30,14 @@ import contextlib
 import fnmatch
 import functools
 import glob
+import json
 import logging
 import os
 import pickle
 import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -32,6 +46,7 @@ from export.errors import DeployError, one_line
 from runtime.imageio import (
     DEFAULT_MAX_PIXELS,
     READABLE,
+    image_size,
     is_result_of,
     read_image,
     skip_reason,
@@ -48,6 +63,9 @@ from runtime.job import (
 )
 
 REMOTE = ("s3://", "gs://", "gcs://")
+REPORT_NAME = "lsanet-report.jsonl"
+ACTOR_RESTARTS = 3  # a killed inference actor comes back this many times; its in-flight batches are retried
+TASK_RETRIES = 3  # decode and commit tasks (and actor tasks) rerun when their worker process dies
 
 
 class ClusterError(DeployError):
@@ -201,17 +219,39 @@ def _may_replace_remote(source: Path, target: str, overwrite: bool, folder: str)
     return True
 
 
-def _failed(row: dict, message: str) -> dict:
-    return {**row, "replace": False, "image": b"", "error": one_line(message)}
+def _row(row: dict, started: float, status: str = "", image: bytes = b"", error: str = "", replace: bool = False) -> dict:
+    return {**row, "status": status, "replace": replace, "image": image, "error": one_line(error) if error else "",
+            "seconds": time.perf_counter() - started}  # fmt: skip
+
+
+def _complete(source: Path, target: str, folder: str) -> bool:
+    """Whether `target` already holds a complete result for `source` (see the module docstring)."""
+    if not _is_remote(target):
+        return Path(target).is_file() and is_result_of(source, target)
+    from pyarrow import fs
+
+    filesystem, path = _remote(target)
+    if filesystem.get_file_info(path).type != fs.FileType.File:
+        return False
+    try:
+        with _local_copy(target, tempfile.mkdtemp(dir=folder)) as previous:
+            height, width = read_image(previous).colour.shape[:2]
+        source_width, source_height = image_size(source)
+    except (*FAILURES, OSError):
+        return False
+    return (width, height) == (source_width * 4, source_height * 4)
 
 
 def decode(row: dict, overwrite: bool, max_pixels: int) -> dict:
-    """CPU task: read and decode one input and check its output may be written (before inference is spent)."""
-    source, target = row["source"], row["target"]
+    """CPU task: read and decode one input and check its output may be written (before inference is spent);
+    an output already complete makes the row `skipped`."""
+    started, source, target = time.perf_counter(), row["source"], row["target"]
     with tempfile.TemporaryDirectory(prefix="lsanet-") as folder:
         local = Path(source)
         try:
             with (_local_copy(source, folder) if _is_remote(source) else contextlib.nullcontext(local)) as local:
+                if not overwrite and _complete(local, target, folder):
+                    return _row(row, started, "skipped")
                 image = read_image(local, max_pixels)
                 check_fits(image, Path(source))
                 if _is_remote(target):
@@ -219,57 +259,144 @@ def decode(row: dict, overwrite: bool, max_pixels: int) -> dict:
                 else:
                     may_replace = check_output(local, Path(target), overwrite, set())
         except (*FAILURES, OSError) as exc:
-            return _failed(row, _renamed(exc, local, source))
-    return {**row, "replace": may_replace, "image": pickle.dumps(image), "error": ""}
+            return _row(row, started, "failed", error=_renamed(exc, local, source))
+    return _row(row, started, image=pickle.dumps(image), replace=may_replace)
+
+
+class Attempts:
+    """Actor: how many times each input has entered inference (a batch retried after its actor was killed
+    counts again), and the process ids of the inference actors (for the report and the fault test)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.pids: list[int] = []
+
+    def start(self, source: str) -> int:
+        self.counts[source] = self.counts.get(source, 0) + 1
+        return self.counts[source]
+
+    def worker(self, pid: int) -> None:
+        self.pids.append(pid)
+
+    def workers(self) -> list[int]:
+        return list(self.pids)
 
 
 class Infer:
-    """Actor: one `Upscaler`, made once, x4 each decoded image of a batch (rows that failed pass through)."""
+    """Actor: one `Upscaler`, made once, x4 each decoded image of a batch (rows skipped or failed pass through)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, attempts: object) -> None:
+        import ray
+
         from runtime.upscaler import Upscaler
 
         self.upscaler = Upscaler(
             settings.backend, settings.precision, settings.tile, settings.overlap, ckpt=settings.ckpt,
             onnx=settings.onnx, engines_dir=settings.engines_dir, max_pixels=settings.max_pixels,
         )  # fmt: skip
+        self.attempts = attempts
+        ray.get(attempts.worker.remote(os.getpid()))
 
     def __call__(self, batch: dict) -> dict:
-        images, errors = list(batch["image"]), list(batch["error"])
-        for i, (data, error) in enumerate(zip(images, errors)):
-            if error:
+        import ray
+
+        images, errors, statuses = list(batch["image"]), list(batch["error"]), list(batch["status"])
+        seconds, tries = list(batch["seconds"]), [0] * len(images)
+        for i, data in enumerate(images):
+            if statuses[i]:
                 continue
+            started = time.perf_counter()
+            tries[i] = ray.get(self.attempts.start.remote(batch["source"][i]))
             try:
                 images[i] = pickle.dumps(self.upscaler.upscale_image(pickle.loads(data)))
             except FAILURES as exc:
-                images[i], errors[i] = b"", one_line(f"{batch['source'][i]}: {exc}")
-        return {**batch, "image": images, "error": errors}
+                images[i], errors[i], statuses[i] = b"", one_line(f"{batch['source'][i]}: {exc}"), "failed"
+            seconds[i] += time.perf_counter() - started
+        backend = [self.upscaler.backend] * len(images)
+        return {**batch, "image": images, "error": errors, "status": statuses, "seconds": seconds,
+                "attempts": tries, "backend": backend}  # fmt: skip
+
+
+def _commit_local(source: str, target: str, image: object, replace: bool) -> None:
+    """Write one local result; a complete result already there without `replace` is this commit's own
+    earlier attempt (its worker died after the rename) and counts as written."""
+    if not replace and Path(target).is_file() and is_result_of(source, target):
+        return
+    write_image(target, image, replace=replace)
 
 
 def commit(row: dict) -> dict:
     """CPU task: encode one result and commit it whole; returns the row's outcome without the pixels."""
-    outcome = {"source": row["source"], "target": row["target"], "error": row["error"]}
-    if row["error"]:
+    started = time.perf_counter()
+    outcome = {key: row[key] for key in ("source", "target", "status", "error", "seconds", "attempts", "backend")}
+    if row["status"]:
         return outcome
     image, target = pickle.loads(row["image"]), row["target"]
     try:
         if not _is_remote(target):
-            write_image(target, image, replace=bool(row["replace"]))
-            return outcome
-        from pyarrow import fs
-
-        with tempfile.TemporaryDirectory(prefix="lsanet-") as folder:
-            encoded = Path(folder) / PurePosixPath(target).name
-            write_image(encoded, image)
-            data = encoded.read_bytes()
-        filesystem, path = _remote(target)
-        if not row["replace"] and filesystem.get_file_info(path).type != fs.FileType.NotFound:
-            raise ClusterError(f"{target}: appeared while this run was working; not replaced")
-        with filesystem.open_output_stream(path) as stream:  # the bytes are complete before the put starts
-            stream.write(data)
+            _commit_local(row["source"], target, image, bool(row["replace"]))
+        else:
+            _put(target, image, bool(row["replace"]))
+        outcome["status"] = "written"
     except (*FAILURES, OSError) as exc:
-        outcome["error"] = one_line(str(exc))
+        outcome["status"], outcome["error"] = "failed", one_line(str(exc))
+    outcome["seconds"] += time.perf_counter() - started
     return outcome
+
+
+def _put(target: str, image: object, replace: bool) -> None:
+    """Encode one result and store it as an object with a single put of the complete bytes."""
+    from pyarrow import fs
+
+    with tempfile.TemporaryDirectory(prefix="lsanet-") as folder:
+        encoded = Path(folder) / PurePosixPath(target).name
+        write_image(encoded, image)
+        data = encoded.read_bytes()
+    filesystem, path = _remote(target)
+    if not replace and filesystem.get_file_info(path).type != fs.FileType.NotFound:
+        raise ClusterError(f"{target}: appeared while this run was working; not replaced")
+    with filesystem.open_output_stream(path) as stream:  # the bytes are complete before the put starts
+        stream.write(data)
+
+
+class Report:
+    """The JSONL report, written line by line to a temporary file and committed whole at the end (a local
+    rename, or one put for an object)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        folder = None if _is_remote(where) else str(Path(where).parent)
+        handle, self.temporary = tempfile.mkstemp(prefix=".lsanet-report-", suffix=".tmp", dir=folder)
+        self.file = os.fdopen(handle, "w", encoding="utf-8")
+
+    def add(self, input: str, output: str | None, status: str, **fields: object) -> None:
+        line = {"input": input, "output": output, "status": status, "backend": "", "seconds": 0.0,
+                "error": "", "attempts": 0, **fields}  # fmt: skip
+        self.file.write(json.dumps(line) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+        if not _is_remote(self.where):
+            os.replace(self.temporary, self.where)
+            return
+        filesystem, path = _remote(self.where)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(Path(self.temporary).read_bytes())
+        os.unlink(self.temporary)
+
+    def discard(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temporary)
+
+
+def report_path(output: str, job: Plan) -> str:
+    """Where the report goes by default: REPORT_NAME in the output folder (beside a single output file)."""
+    if not job.single or not job.pairs:
+        return f"{output.rstrip('/')}/{REPORT_NAME}"
+    target = job.pairs[0][1]
+    folder = target.rsplit("/", 1)[0] if _is_remote(target) else str(Path(target).parent)
+    return f"{folder}/{REPORT_NAME}"
 
 
 @contextlib.contextmanager
@@ -316,36 +443,64 @@ def run_cluster(
     settings: Settings | None = None,
     options: Options | None = None,
     quiet: bool = False,
+    report: str | None = None,
 ) -> int:
     """Upscale INPUT into OUTPUT on Ray; prints skipped files, each failure and `N written, M failed` on
-    stderr and returns the exit status (1 if any image failed). ClusterError/DeployError for setup errors."""
+    stderr, writes the JSONL report (`report`, else REPORT_NAME beside the outputs) and returns the exit
+    status (1 if any image failed). ClusterError/DeployError for setup errors."""
     settings, options = settings or Settings(), options or Options()
     from runtime.selection import resolve_model
 
     as_path = lambda p: None if p is None else Path(p)
     resolve_model(as_path(settings.ckpt), as_path(settings.onnx), None, as_path(settings.engines_dir), None)
     job = plan(inputs, output, options)  # refuses collisions before Ray starts
-    for source, why in job.skipped:
-        print(one_line(f"skipped {source}: {why}"), file=sys.stderr)
-    written, failed = [], []
-    with _ray(address, quiet) as ray:
-        actors, gpus = _actors(ray)
-        rows = [{"source": s, "target": t} for s, t in job.pairs]
-        dataset = (
-            ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-            .map(decode, fn_kwargs={"overwrite": options.overwrite, "max_pixels": settings.max_pixels})
-            .map_batches(Infer, fn_constructor_kwargs={"settings": settings}, batch_size=1,
-                         compute=ray.data.ActorPoolStrategy(size=actors),
-                         num_gpus=gpus, num_cpus=0 if gpus else 1)
-            .map(commit)
-        )
-        for row in dataset.iter_rows():
-            if row["error"]:
-                failed.append((row["source"], row["error"]))
-                print(f"error: {row['error']}", file=sys.stderr)
-            else:
-                written.append(row["target"])
-    if not quiet or failed or job.skipped:
-        done = f"{len(written)} written, {len(failed)} failed" + (f", {len(job.skipped)} skipped" if job.skipped else "")
-        print(f"{done}: {written[0]}" if job.single and written else done, file=sys.stderr)
-    return 1 if failed else 0
+    job.skipped = [(s, why) for s, why in job.skipped if PurePosixPath(s).name != REPORT_NAME]
+    log = Report(report or report_path(output, job))
+    counts = {"written": 0, "skipped": 0, "failed": 0}
+    first = ""
+    try:
+        for source, why in job.skipped:
+            print(one_line(f"skipped {source}: {why}"), file=sys.stderr)
+            log.add(source, None, "skipped", error=one_line(why))
+        with _ray(address, quiet) as ray:
+            for row in _execute(ray, job, settings, options):
+                counts[row["status"]] += 1
+                if row["status"] == "failed":
+                    print(f"error: {row['error']}", file=sys.stderr)
+                first = first or (row["target"] if row["status"] == "written" else "")
+                log.add(row["source"], row["target"], row["status"], backend=row["backend"] or "",
+                        seconds=round(float(row["seconds"]), 4), error=row["error"], attempts=int(row["attempts"] or 0))  # fmt: skip
+    except BaseException:
+        log.discard()
+        raise
+    log.close()
+    if not quiet or counts["failed"] or job.skipped:
+        done = f"{counts['written']} written, {counts['failed']} failed"
+        done += f", {counts['skipped']} skipped (complete)" if counts["skipped"] else ""
+        done += f", {len(job.skipped)} skipped" if job.skipped else ""
+        print(f"{done}: {first}" if job.single and first else done, file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def _execute(ray, job: Plan, settings: Settings, options: Options) -> Iterator[dict]:
+    """The pipeline on Ray Data: decode (task) -> x4 (actor pool) -> commit (task); one outcome per pair."""
+    if not job.pairs:
+        return
+    actors, gpus = _actors(ray)
+    attempts = ray.remote(num_cpus=0)(Attempts).options(name=f"lsanet-attempts-{uuid.uuid4().hex[:12]}").remote()
+    rows = [{"source": s, "target": t} for s, t in job.pairs]
+    dataset = (
+        ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+        .map(decode, fn_kwargs={"overwrite": options.overwrite, "max_pixels": settings.max_pixels},
+             max_retries=TASK_RETRIES)
+        .map_batches(Infer, fn_constructor_kwargs={"settings": settings, "attempts": attempts}, batch_size=1,
+                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=0 if gpus else 1,
+                     max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
+        .map(commit, max_retries=TASK_RETRIES)
+    )  # fmt: skip
+    try:
+        yield from dataset.iter_rows()
+    except ray.exceptions.RayError as exc:
+        raise ClusterError(f"the Ray job failed: {one_line(str(exc).splitlines()[0])}") from None
+    finally:
+        ray.kill(attempts)

@@ -1,11 +1,16 @@
-"""`--cluster ray` (runtime/cluster.py) on a local Ray started once for the module: the files it writes are
-the bytes a local `Upscaler` writes, a damaged file is listed as failed while the others are written, and an
-existing output is kept without overwrite."""
+"""`--cluster ray` (runtime/cluster.py) on a local Ray started once for the module: a folder of real photos
+(grey, 16-bit, RGBA, mixed sizes, one damaged) gives the bytes a local `Upscaler` writes and a complete
+report; a re-run redoes only missing outputs; an existing foreign output is kept; a killed inference actor
+loses nothing."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -13,7 +18,7 @@ import numpy as np
 import pytest
 
 from runtime import Upscaler
-from runtime.cluster import Settings, run_cluster
+from runtime.cluster import REPORT_NAME, Settings, run_cluster
 from runtime.job import Options
 
 if importlib.util.find_spec("ray") is None:
@@ -33,17 +38,41 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """Four small real photos: colour PNG, JPEG, 16-bit grey PNG and RGBA PNG, about 32x40."""
+    """Nine small real photos of mixed sizes (24x32 to 40x48): colour PNG and JPEG, 8-bit grey, 16-bit grey
+    and colour, RGBA, BMP."""
     from skimage import data
 
     here = tmp_path_factory.mktemp("photos")
     cv2.imwrite(str(here / "astronaut.png"), data.astronaut()[100:132, 200:240, ::-1])
     cv2.imwrite(str(here / "coffee.jpg"), data.coffee()[100:132, 200:240, ::-1])
     cv2.imwrite(str(here / "camera16.png"), data.camera()[200:232, 200:240].astype(np.uint16) * 257)
+    cv2.imwrite(str(here / "moon.png"), data.moon()[200:224, 200:232])
+    cv2.imwrite(str(here / "rocket.jpg"), data.rocket()[150:190, 200:248, ::-1])
+    cv2.imwrite(str(here / "hubble16.png"), data.hubble_deep_field()[0:40, 0:40, ::-1].astype(np.uint16) * 257)
+    cv2.imwrite(str(here / "coins.bmp"), data.coins()[50:90, 50:98])
+    cv2.imwrite(str(here / "cat.jpg"), data.cat()[100:148, 100:140, ::-1])
     chelsea = data.chelsea()[100:132, 200:240, ::-1]
     alpha = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (32, 1))
     cv2.imwrite(str(here / "chelsea.png"), np.dstack([chelsea, alpha]))
     return here
+
+
+@pytest.fixture(scope="module")
+def expected(exported, folder, tmp_path_factory) -> Path:
+    """The single-process results of `folder`, by `Upscaler.upscale_file`."""
+    out = tmp_path_factory.mktemp("local")
+    with Upscaler(engines_dir=exported[0]) as up:
+        for source in folder.iterdir():
+            up.upscale_file(source, out / f"{source.stem}_x4{source.suffix}")
+    return out
+
+
+def _copy(folder: Path, to: Path, times: int = 1) -> Path:
+    to.mkdir()
+    for source in folder.iterdir():
+        for i in range(times):
+            (to / f"{source.stem}{f'-{i}' if i else ''}{source.suffix}").write_bytes(source.read_bytes())
+    return to
 
 
 def _run(exported, source: Path, out: Path, capsys, **options) -> tuple[int, str]:
@@ -52,41 +81,78 @@ def _run(exported, source: Path, out: Path, capsys, **options) -> tuple[int, str
     return status, capsys.readouterr().err
 
 
-def test_outputs_equal_the_local_upscaler(ray_local, exported, folder, tmp_path, capsys) -> None:
-    status, err = _run(exported, folder, tmp_path / "ray", capsys)
-    assert status == 0, err
-    with Upscaler(engines_dir=exported[0]) as up:
-        for source in sorted(folder.iterdir()):
-            name = f"{source.stem}_x4{source.suffix}"
-            up.upscale_file(source, tmp_path / name)
-            ours, theirs = tmp_path / "ray" / name, tmp_path / name
-            assert np.array_equal(cv2.imread(str(ours), cv2.IMREAD_UNCHANGED), cv2.imread(str(theirs), cv2.IMREAD_UNCHANGED))
-            assert ours.read_bytes() == theirs.read_bytes(), name
-    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(f"{p.stem}_x4{p.suffix}" for p in folder.iterdir())
+def _report(out: Path) -> dict[str, dict]:
+    lines = [json.loads(line) for line in (out / REPORT_NAME).read_text().splitlines()]
+    return {Path(line["input"]).name: line for line in lines}
 
 
-def test_a_damaged_file_fails_alone_and_outputs_are_kept(ray_local, exported, folder, tmp_path, capsys) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for source in folder.iterdir():
-        (inputs / source.name).write_bytes(source.read_bytes())
-    whole = (inputs / "coffee.jpg").read_bytes()
-    (inputs / "coffee.jpg").write_bytes(whole[: len(whole) // 2])
+def _same(out: Path, expected: Path, name: str) -> None:
+    assert (out / name).read_bytes() == (expected / name).read_bytes(), name
+
+
+def test_a_folder_equals_the_local_run_and_a_rerun_redoes_only_what_is_missing(
+    ray_local, exported, folder, expected, tmp_path, capsys
+) -> None:
+    inputs = _copy(folder, tmp_path / "in")
+    (inputs / "broken.png").write_bytes((folder / "astronaut.png").read_bytes()[:200])
+    out = tmp_path / "out"
+    status, err = _run(exported, inputs, out, capsys)
+    assert status == 1 and "9 written, 1 failed" in err, err
+    names = sorted(f"{p.stem}_x4{p.suffix}" for p in folder.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, REPORT_NAME])
+    for name in names:
+        _same(out, expected, name)
+    report = _report(out)
+    assert len(report) == 10 and report["broken.png"]["status"] == "failed" and "broken.png" in report["broken.png"]["error"]
+    for line in (report[p.name] for p in folder.iterdir()):
+        assert line["status"] == "written" and line["error"] == "" and line["attempts"] == 1, line
+        assert line["backend"] and line["seconds"] > 0 and Path(line["output"]).parent == out, line
+
+    deleted = names[::2]
+    for name in deleted:
+        (out / name).unlink()
+    status, err = _run(exported, inputs, out, capsys)
+    assert status == 1 and f"{len(deleted)} written, 1 failed, {9 - len(deleted)} skipped (complete)" in err, err
+    report = _report(out)
+    for line in report.values():
+        name = Path(line["output"]).name
+        expected_status = "failed" if name.startswith("broken") else "written" if name in deleted else "skipped"
+        assert line["status"] == expected_status, line
+    for name in names:
+        _same(out, expected, name)
+
+
+def test_a_foreign_output_is_kept_even_with_overwrite(ray_local, exported, folder, tmp_path, capsys) -> None:
+    inputs = _copy(folder, tmp_path / "in")
     out = tmp_path / "out"
     out.mkdir()
     (out / "astronaut_x4.png").write_bytes(b"not ours")
-
     status, err = _run(exported, inputs, out, capsys)
-    assert status == 1
-    assert "2 written, 2 failed" in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert all(line.startswith("error:") or line == "2 written, 2 failed" for line in err.splitlines()), err  # no Ray noise
-    assert len(errors) == 2 and any("coffee.jpg" in e and ("damaged" in e or "truncated" in e) for e in errors), err
-    assert any("astronaut_x4.png: exists" in e for e in errors), err
-    assert (out / "astronaut_x4.png").read_bytes() == b"not ours"
-    assert not (out / "coffee_x4.jpg").exists()
-    assert {p.name for p in out.iterdir()} == {"astronaut_x4.png", "camera16_x4.png", "chelsea_x4.png"}
-
+    assert status == 1 and "8 written, 1 failed" in err, err
+    assert all(line.startswith("error:") or line == "8 written, 1 failed" for line in err.splitlines()), err  # no Ray noise
+    assert "astronaut_x4.png: exists" in _report(out)["astronaut.png"]["error"]
     status, err = _run(exported, inputs, out, capsys, overwrite=True)
-    assert status == 1 and "2 written, 2 failed" in err, err
+    assert status == 1 and "8 written, 1 failed" in err, err
     assert (out / "astronaut_x4.png").read_bytes() == b"not ours"  # not an earlier result: kept even so
+
+
+def test_a_killed_inference_actor_loses_nothing(ray_local, exported, folder, expected, tmp_path, capsys) -> None:
+    inputs = _copy(folder, tmp_path / "in", times=4)
+    out = tmp_path / "out"
+    result: list[int] = []
+    job = threading.Thread(target=lambda: result.append(_run(exported, inputs, out, capsys)[0]))
+    job.start()
+    deadline = time.monotonic() + 60
+    while not any(p.suffix != ".tmp" and p.name.count("_x4") for p in out.glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ledger = next(a for a in ray_local.util.list_named_actors() if a.startswith("lsanet-attempts-"))
+    (pid,) = ray_local.get(ray_local.get_actor(ledger).workers.remote())
+    os.kill(pid, signal.SIGKILL)
+    job.join(120)
+    assert result == [0]
+    report = _report(out)
+    assert len(report) == 36 and all(line["status"] == "written" for line in report.values()), report
+    assert any(line["attempts"] > 1 for line in report.values()), "the kill came after the last inference"
+    for source in inputs.iterdir():
+        stem = source.stem.split("-")[0]
+        assert (out / f"{source.stem}_x4{source.suffix}").read_bytes() == (expected / f"{stem}_x4{source.suffix}").read_bytes()
