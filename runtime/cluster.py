@@ -270,10 +270,18 @@ class Attempts:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.pids: list[int] = []
+        self.running: set[str] = set()
 
     def start(self, source: str) -> int:
         self.counts[source] = self.counts.get(source, 0) + 1
+        self.running.add(source)
         return self.counts[source]
+
+    def finish(self, source: str) -> None:
+        self.running.discard(source)
+
+    def busy(self) -> bool:
+        return bool(self.running)
 
     def worker(self, pid: int) -> None:
         self.pids.append(pid)
@@ -311,6 +319,7 @@ class Infer:
                 images[i] = pickle.dumps(self.upscaler.upscale_image(pickle.loads(data)))
             except FAILURES as exc:
                 images[i], errors[i], statuses[i] = b"", one_line(f"{batch['source'][i]}: {exc}"), "failed"
+            self.attempts.finish.remote(batch["source"][i])
             seconds[i] += time.perf_counter() - started
         backend = [self.upscaler.backend] * len(images)
         return {**batch, "image": images, "error": errors, "status": statuses, "seconds": seconds,
