@@ -84,6 +84,7 @@ class Settings:
     onnx: str | None = None
     engines_dir: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    actors: int | None = None  # inference actors; None: one per GPU, else one per node (see _actors)
 
 
 def _is_remote(spec: str) -> bool:
@@ -435,13 +436,13 @@ def _ray(address: str | None, quiet: bool) -> Iterator[object]:
         ray.shutdown()
 
 
-def _actors(ray) -> tuple[int, float]:
-    """(actors, GPUs each): one per GPU where the cluster has GPUs, else one per node (a CPU backend uses
-    every core of its node, so two on one node would only compete)."""
+def _actors(ray, requested: int | None) -> tuple[int, float]:
+    """(actors, GPUs each): `requested`, else one per GPU where the cluster has GPUs, else one per node (a
+    CPU backend uses every core of its node, so two on one node only compete: BENCHMARKS.md, Ray Data)."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
-        return gpus, 1.0
-    return max(1, sum(1 for node in ray.nodes() if node.get("Alive"))), 0.0
+        return requested or gpus, 1.0
+    return requested or max(1, sum(1 for node in ray.nodes() if node.get("Alive"))), 0.0
 
 
 def run_cluster(
@@ -495,7 +496,7 @@ def _execute(ray, job: Plan, settings: Settings, options: Options) -> Iterator[d
     """The pipeline on Ray Data: decode (task) -> x4 (actor pool) -> commit (task); one outcome per pair."""
     if not job.pairs:
         return
-    actors, gpus = _actors(ray)
+    actors, gpus = _actors(ray, settings.actors)
     attempts = ray.remote(num_cpus=0)(Attempts).options(name=f"lsanet-attempts-{uuid.uuid4().hex[:12]}").remote()
     rows = [{"source": s, "target": t} for s, t in job.pairs]
     dataset = (
