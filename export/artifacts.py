@@ -78,9 +78,10 @@ def load_manifest(out_dir: Path) -> dict:
         raise DeployError(f"{path}: no manifest; run export.py first") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DeployError(f"{path}: cannot read ({exc})") from None
-    except ValueError as exc:
-        raise DeployError(f"{path}: not a valid manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        raise DeployError(f"{path}: not a valid manifest ({type(exc).__name__}: {str(exc)[:100]})") from None
+    # `type(...) is int`: a bool is an int in Python, and `"format": true` must not pass for format 1.
+    if not isinstance(manifest, dict) or type(manifest.get("format")) is not int or manifest["format"] != FORMAT:
         raise DeployError(f"{path}: not a manifest of format {FORMAT} written by export.py; re-run export.py")
     artifacts, checkpoint = manifest.get("artifacts"), manifest.get("checkpoint")
     if not isinstance(artifacts, list) or not isinstance(checkpoint, dict):

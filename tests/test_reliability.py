@@ -255,13 +255,20 @@ def test_self_check_costs_under_50_ms_once_loaded(exported) -> None:
 
 
 # 10. Every failure one line.
-@pytest.mark.parametrize("content", ["{}", "[]", "null", '{"format": 1}', '{"format": 1, "artifacts": [{}], "checkpoint": {}}', "\x00\xff"])
+@pytest.mark.parametrize(
+    "content",
+    ["{}", "[]", "null", '{"format": 1}', '{"format": true, "artifacts": [], "checkpoint": {}}',
+     '{"format": 1, "artifacts": [{}], "checkpoint": {}}', "[" * 100_000 + "]" * 100_000, "\x00\xff"],
+    ids=["empty", "list", "null", "no-artifacts", "format-true", "empty-artifact", "deep", "binary"],
+)  # fmt: skip
 def test_broken_manifests_are_one_line_errors(tmp_path, source, content) -> None:
     folder = tmp_path / "engines"
     folder.mkdir()
     (folder / "manifest.json").write_text(content, errors="surrogateescape")
     result = run_script("upscale.py", str(source), str(tmp_path / "out.png"), "--engines-dir", str(folder))
     assert_one_line_error(result, "manifest.json")
+    if content.startswith('{"format": true'):  # true == 1 in Python: refused as a format, not found wanting later
+        assert "not a manifest of format 1" in result.stderr
 
 
 @pytest.mark.parametrize("content", [b"", b"\x08\x01\x12" + os.urandom(64), None], ids=["empty", "random", "truncated"])
@@ -317,3 +324,12 @@ def test_tile_zero_runs_without_out_of_memory_retries(tmp_path, exported) -> Non
     result = upscale_cli(exported, str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--tile", "0")
     assert result.returncode == 0, result.stderr
     assert "out of memory" not in result.stderr and "retrying" not in result.stderr
+
+
+@pytest.mark.parametrize("sidecar", ["[]", "null", '{"flavor": "rtx", "precision": "fp16"}'], ids=["list", "null", "no-profile"])
+def test_malformed_engine_sidecars_are_one_line_errors(tmp_path, source, exported, sidecar) -> None:
+    engine = tmp_path / "e.engine"
+    shutil.copy(exported[0] / "lsanet_x4_fp16.rtx.engine", engine)
+    (tmp_path / "e.json").write_text(sidecar)
+    result = run_script("upscale.py", str(source), str(tmp_path / "out.png"), "--engine", str(engine))
+    assert_one_line_error(result, "e.engine", "sidecar e.json")
