@@ -333,3 +333,37 @@ def test_malformed_engine_sidecars_are_one_line_errors(tmp_path, source, exporte
     (tmp_path / "e.json").write_text(sidecar)
     result = run_script("upscale.py", str(source), str(tmp_path / "out.png"), "--engine", str(engine))
     assert_one_line_error(result, "e.engine", "sidecar e.json")
+
+
+def test_canary_bypasses_are_refused(tmp_path, source, exported) -> None:
+    """A reference of NaN would pass every comparison, and a manifest without a canary would fall back to
+    the weaker plausibility check: both are refused, not run."""
+    folder = _copy_export(exported, tmp_path)
+    with np.load(folder / "lsanet_x4_canary.npz") as canary:
+        inputs, reference = canary["input"], canary["output"]
+    np.savez(folder / "lsanet_x4_canary.npz", input=inputs, output=np.full_like(reference, np.nan))
+    _rehash(folder, "lsanet_x4_canary.npz")
+    args = [str(source), str(tmp_path / "out.png"), "--engines-dir", str(folder), "--backend", "onnxruntime"]
+    assert_one_line_error(run_script("upscale.py", *args), "not a canary file (NaN or Inf values)")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["kind"] != "canary"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(run_script("upscale.py", *args), "lists no self-check canary")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_file_names_that_are_not_utf8_or_hold_control_characters(tmp_path, exported) -> None:
+    """OpenCV crashed on a name that is not valid UTF-8; a newline or escape in a name must not split or
+    forge an error line."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = cv2.imencode(".png", photo(1))[1].tobytes()
+    (Path(os.fsdecode(bytes(folder) + b"/bad\xffname.png"))).write_bytes(good)
+    (folder / "evil\nerror: forged\x1b[2J.png").write_bytes(b"not an image")
+    result = upscale_cli(exported, str(folder), str(tmp_path / "out"))
+    assert result.returncode == 1, result.stderr
+    assert "1 written, 1 failed" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "evil\\nerror: forged\\x1b[2J.png" in errors[0], result.stderr
+    written = np.fromfile(next((tmp_path / "out").iterdir()), np.uint8)  # cv2.imread(name) would crash here
+    assert cv2.imdecode(written, cv2.IMREAD_COLOR).shape == (96, 80, 3)
