@@ -11,7 +11,6 @@ from export.errors import DeployError, one_line
 from runtime.imageio import DEFAULT_MAX_PIXELS, Image
 from runtime.job import (
     Options,
-    check_fits,
     plan_outputs,
     previous_results,
     resolve_inputs,
@@ -133,11 +132,10 @@ def upscale_files(request: Request) -> int:
         )
 
         def upscale_one(image: Image, source: Path) -> Image:
-            check_fits(image, source)
             total = tiles_for(image, upscaler.config)
             with tqdm(total=total, unit="tile", desc=source.name, leave=False, disable=request.quiet or total < 2,
                       file=stream) as bar:  # fmt: skip
-                result = upscaler.upscale_image(image, bar.update)
+                result = upscaler.upscale_image(image, bar.update, source)
             images.update(1)
             return result
 

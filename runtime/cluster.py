@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from export.contract import SCALE
 from export.errors import DeployError, one_line
 from runtime.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -240,7 +241,7 @@ def _complete(source: Path, target: str, folder: str) -> bool:
         source_width, source_height = image_size(source)
     except (*FAILURES, OSError):
         return False
-    return (width, height) == (source_width * 4, source_height * 4)
+    return (width, height) == (source_width * SCALE, source_height * SCALE)
 
 
 def decode(row: dict, overwrite: bool, max_pixels: int) -> dict:
@@ -254,7 +255,7 @@ def decode(row: dict, overwrite: bool, max_pixels: int) -> dict:
                 if not overwrite and _complete(local, target, folder):
                     return _row(row, started, "skipped")
                 image = read_image(local, max_pixels)
-                check_fits(image, Path(source))
+                check_fits(image, Path(source))  # here too: a result that cannot fit is never shipped to an actor
                 if _is_remote(target):
                     may_replace = _may_replace_remote(local, target, overwrite, folder)
                 else:

@@ -83,10 +83,14 @@ class Upscaler:
             self_check(self._rerun, self.model)
         return self._rerun.infer(batch)
 
-    def upscale_image(self, image: Image, progress: Callable[[int], None] | None = None) -> Image:
-        """x4 an `Image` (colour, grey, alpha, metadata as read by runtime.imageio)."""
+    def upscale_image(
+        self, image: Image, progress: Callable[[int], None] | None = None, name: str | Path = "<image>"
+    ) -> Image:
+        """x4 an `Image` (colour, grey, alpha, metadata as read by runtime.imageio); an ImageError naming
+        `name` before any work when the result would not fit in the memory available."""
         if not self._backend.active:
             raise DeployError("this Upscaler is closed")
+        check_fits(image, Path(name))
         with self._lock:
             rerun = self._rerun_fp32 if self._rerun is not None else None
             return upscale_image(image, self._backend.infer, self.config, rerun, progress)
@@ -101,8 +105,7 @@ class Upscaler:
         colour = planes[..., 0] if channels <= 2 else planes[..., :3]
         alpha = planes[..., channels - 1] if channels in (2, 4) else None
         image = Image(np.ascontiguousarray(colour), None if alpha is None else np.ascontiguousarray(alpha))
-        check_fits(image, Path("<array>"))
-        result = self.upscale_image(image)
+        result = self.upscale_image(image, name="<array>")
         out = result.colour if result.colour.ndim == 3 else result.colour[..., None]
         if result.alpha is not None:
             out = np.dstack([out, result.alpha])
@@ -114,8 +117,7 @@ class Upscaler:
         source, target = Path(source), Path(target)
         replace = check_output(source, target, overwrite, {source.resolve()})
         image = read_image(source, self.max_pixels)
-        check_fits(image, source)
-        write_image(target, self.upscale_image(image), replace=replace)
+        write_image(target, self.upscale_image(image, name=source), replace=replace)
         return target
 
     def close(self) -> None:
