@@ -114,6 +114,11 @@ class _Header:
     pillow_pixels: bool = False  # 8-bit RGBA TIFF with unassociated alpha: OpenCV would premultiply it
     software: str | None = None  # EXIF/TIFF Software tag: SOFTWARE marks this tool's results
 
+    @property
+    def shown_size(self) -> tuple[int, int]:
+        """(width, height) after orientation: the size `read_image` returns."""
+        return (self.height, self.width) if self.orientation >= 5 else (self.width, self.height)
+
 
 def skip_reason(path: str | Path) -> str | None:
     """Why a file of this type is not read (one line), or None when it is one of READABLE's types."""
@@ -126,8 +131,7 @@ def skip_reason(path: str | Path) -> str | None:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as `read_image` returns the pixels (after EXIF orientation), from the header only."""
-    header = _read_header(Path(path))
-    return (header.height, header.width) if header.orientation >= 5 else (header.width, header.height)
+    return _read_header(Path(path)).shown_size
 
 
 def is_result_of(source: str | Path, target: str | Path) -> bool:
@@ -139,9 +143,8 @@ def is_result_of(source: str | Path, target: str | Path) -> bool:
         header = _read_header(Path(target))
     except ImageError:
         return False
-    size = (header.height, header.width) if header.orientation >= 5 else (header.width, header.height)
     marked = Path(target).suffix.lower() == ".bmp" or header.software == SOFTWARE
-    return marked and size == (width * SCALE, height * SCALE)
+    return marked and header.shown_size == (width * SCALE, height * SCALE)
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:

@@ -8,11 +8,14 @@ measured, BENCHMARKS.md), ONNX Runtime CPU, PyTorch.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from export.artifacts import MANIFEST, MODULES, artifact_path, load_manifest, onnx_file
 from export.canary import canary_input, judge, read_canary
@@ -202,15 +205,19 @@ def _candidates(model: Model, precision: str | None) -> list[tuple[str, str, str
     ]  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4)
+def _canary(path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(input, reference or None): read once per run, though `auto` may check several backends and a fallback."""
+    return read_canary(path) if path is not None else (canary_input(), None)
+
+
 def self_check(backend: Backend, model: Model) -> None:
     """Run the canary through an active backend; BackendError with the reason if it misses its reference
     (or, without one, is not a plausible x4 model). Measured cost in BENCHMARKS.md."""
-    inputs, reference = canary_input(), None
-    if model.canary is not None:
-        try:
-            inputs, reference = read_canary(model.canary)
-        except ValueError as exc:
-            raise BackendError(str(exc)) from None
+    try:
+        inputs, reference = _canary(model.canary)
+    except ValueError as exc:
+        raise BackendError(str(exc)) from None
     try:
         output = backend.infer(inputs)
     except (ValueError, RuntimeError) as exc:  # a graph that is not LSANet's can fail on the canary's shape
