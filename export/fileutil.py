@@ -7,7 +7,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from export.errors import DeployError, interrupts_deferred
@@ -34,6 +34,41 @@ def is_temporary(path: str | Path) -> bool:
 
 
 @contextlib.contextmanager
+def _tracked(make: Callable[[], Path]) -> Iterator[Path]:
+    """A temporary file or folder made by `make`, removed on every exit. Making and removing happen with
+    interrupts deferred (a signal in between would leave it behind), and it is registered meanwhile for
+    `remove_temporaries`."""
+    with interrupts_deferred():
+        path = make()
+        _LIVE.add(path)
+    try:
+        yield path
+    finally:
+        with interrupts_deferred():
+            _remove(path)
+        _LIVE.discard(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _temporary_file(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
+    except OSError:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path in `path`'s directory (same suffix, so writers that look at it still work);
     move it onto `path` if the block succeeds, delete it otherwise. Readers never see a partial file.
@@ -42,22 +77,13 @@ def atomic_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     (another process wrote it), so two concurrent runs can never silently replace each other's result.
     """
     path = Path(path)
-    with interrupts_deferred():  # a signal between creating the file and entering `try` would leave it
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
-        _LIVE.add(Path(tmp))
-    try:
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
-        yield Path(tmp)
+    with _tracked(lambda: _temporary_file(path)) as tmp:
+        yield tmp
         with interrupts_deferred():
             if replace:
                 os.replace(tmp, path)
             else:
-                _claim(Path(tmp), path)
-    finally:
-        with interrupts_deferred(), contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        _LIVE.discard(Path(tmp))
+                _claim(tmp, path)
 
 
 def _claim(tmp: Path, path: Path) -> None:
@@ -75,25 +101,14 @@ def _claim(tmp: Path, path: Path) -> None:
 @contextlib.contextmanager
 def temporary_folder(parent: Path, prefix: str) -> Iterator[Path]:
     """A new folder inside `parent`, removed with its contents on every exit."""
-    with interrupts_deferred():
-        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        _LIVE.add(folder)
-    try:
+    with _tracked(lambda: Path(tempfile.mkdtemp(prefix=prefix, dir=parent))) as folder:
         yield folder
-    finally:
-        with interrupts_deferred():
-            shutil.rmtree(folder, ignore_errors=True)
-        _LIVE.discard(folder)
 
 
 def remove_temporaries() -> None:
     """Delete every temporary file or folder still alive (after a signal unwound the program)."""
     for path in list(_LIVE):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        _remove(path)
         _LIVE.discard(path)
 
 
