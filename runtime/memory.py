@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 # Peak host memory of one pass per LR pixel, measured for OpenVINO, ONNX Runtime and PyTorch on the CPU
-# at 256x256 and 512x512 (2.8-3.7 KB: activations, input and the float32 x4 output); rounded up.
+# at 256x256 and 512x512 (2.8-3.3 KB: activations, input and the float32 x4 output; `python -m
+# bench.pass_memory`, BENCHMARKS.md "Memory of one pass"); rounded up.
 PASS_BYTES_PER_PIXEL = 4096
 # A pass may use this share of the memory available when it is planned; the rest is for the image itself,
 # its output and the rest of the system.
