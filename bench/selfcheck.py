@@ -11,6 +11,8 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+
 from runtime.openvino_backend import OpenVINOBackend
 from runtime.ort_backend import ORTBackend
 from runtime.selection import Model, self_check
@@ -44,6 +46,18 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         backend.deactivate()
         print(f"{name:<22} {load:7.2f} {first * 1000:15.1f} {statistics.median(times) * 1000:18.1f}")
+    # OpenVINO compiles kernels per new input shape on first use: what the check adds to a load is the
+    # first 256x256 tile's time after it against a fresh backend's first tile.
+    tile = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    for checked in (False, True):
+        backend = backends["openvino fp32"]()
+        backend.activate()
+        start = time.perf_counter()
+        if checked:
+            self_check(backend, model)
+        backend.infer(tile)
+        print(f"openvino: {'self-check + ' if checked else ''}first 256x256 tile {time.perf_counter() - start:.2f} s")
+        backend.deactivate()
 
 
 if __name__ == "__main__":
