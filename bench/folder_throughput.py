@@ -1,4 +1,4 @@
-"""Folder throughput: sequential vs pipelined runs, the I/O ceiling, and PNG compression levels.
+"""Folder throughput: sequential vs pipelined runs, the I/O ceiling, and PNG writers and levels.
 
     python -m bench.folder_throughput [--engines-dir engines] [--rounds 3]
 
@@ -7,26 +7,31 @@
   round-robin medians.
 - The I/O ceiling: the same two runs with an instant stand-in for the network (a nearest-neighbour x4 resize,
   benchmark only), on 1 core and on all cores (CPU affinity), which is what a fast GPU leaves.
-- PNG compression levels 0-9 (OpenCV, IMWRITE_PNG_COMPRESSION) on the network's x4 results of those photos:
-  size and encode time, against what runtime/imageio.py writes now (OpenCV's default).
+- PNG writers on the network's x4 results of those photos and of one large photo, size and encode time:
+  runtime/png.py (what runtime/imageio.py writes) on one thread and on all cores, and on Python's own zlib
+  instead of zlib-ng, against OpenCV's default PNG (what it wrote before) and OpenCV's compression levels
+  0-9 (IMWRITE_PNG_COMPRESSION); every file is checked to decode exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 from skimage import data
+from zlib_ng import zlib_ng
 
-from runtime import Upscaler
+from runtime import Upscaler, png
 from runtime.imageio import Image, read_image
 from runtime.job import Options, run_job
 from runtime.pipelined import run_pipelined
@@ -73,19 +78,48 @@ def timed_runs(sources: list[Path], runners: dict[str, Callable], rounds: int, w
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def png_levels(outputs: list[np.ndarray], repeats: int) -> None:
-    print("| PNG level | MB (16 results) | encode s (16 results) | vs OpenCV default |\n|---|---|---|---|")
-    settings = {"default (no parameter)": []} | {str(level): [cv2.IMWRITE_PNG_COMPRESSION, level] for level in range(10)}
-    sizes, times = {}, {name: [] for name in settings}
+def png_writers(results: list[np.ndarray], repeats: int, levels: bool) -> None:
+    """Size and median encode time of each writer for all `results` (RGB or grey), round-robin; OpenCV's
+    levels 0-9 too when `levels`. runtime/png.py also runs on Python's own zlib, for comparison."""
+    cores = len(os.sched_getaffinity(0))
+    bgr = [r if r.ndim == 2 else np.ascontiguousarray(r[..., ::-1]) for r in results]
+
+    def ours(threads: int, deflate: object = png.zlib) -> Callable[[], list[bytes]]:
+        def encode() -> list[bytes]:
+            files, png.zlib = [], deflate
+            try:
+                for result in results:
+                    stream = io.BytesIO()
+                    png.write_png(stream, result, threads=threads)
+                    files.append(stream.getvalue())
+            finally:
+                png.zlib = zlib_ng
+            return files
+
+        return encode
+
+    opencv = lambda params: lambda: [cv2.imencode(".png", image, params)[1].tobytes() for image in bgr]
+    writers = {"OpenCV default (no parameter; what was written before)": opencv([])}
+    writers |= {"runtime/png.py, 1 thread": ours(1), f"runtime/png.py, {cores} threads": ours(cores)}
+    writers |= {"runtime/png.py on Python's zlib, 1 thread": ours(1, zlib)}
+    if levels:
+        writers |= {f"OpenCV level {level}": opencv([cv2.IMWRITE_PNG_COMPRESSION, level]) for level in range(10)}
+    sizes, times = {}, {name: [] for name in writers}
     for _ in range(repeats):
-        for name, params in settings.items():
+        for name, encode in writers.items():
             start = time.perf_counter()
-            sizes[name] = sum(len(cv2.imencode(".png", o, params)[1]) for o in outputs)
+            files = encode()
             times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["default (no parameter)"])
-    for name in settings:
+            sizes[name] = sum(map(len, files))
+            for file, result in zip(files, bgr):
+                assert np.array_equal(cv2.imdecode(np.frombuffer(file, np.uint8), cv2.IMREAD_UNCHANGED), result)
+    base_name = next(iter(writers))
+    base = statistics.median(times[base_name])
+    print("| PNG writer | MB | encode s | vs OpenCV default |\n|---|---|---|---|")
+    for name in writers:
         median = statistics.median(times[name])
-        print(f"| {name} | {sizes[name] / 1e6:.1f} | {median:.2f} | {sizes[name] / sizes['default (no parameter)']:.2f}x size, {median / base:.2f}x time |")
+        ratio = f"{sizes[name] / sizes[base_name]:.2f}x size, {median / base:.2f}x time"
+        print(f"| {name} | {sizes[name] / 1e6:.1f} | {median:.2f} | {ratio} |")
 
 
 def main() -> None:
@@ -103,7 +137,8 @@ def main() -> None:
         network = lambda image, _source: upscaler.upscale_image(image)
         runners = {
             "sequential": lambda s, o: run_job(s, False, o, network),
-            "pipelined": lambda s, o: run_pipelined(s, False, o, network),
+            "pipelined": lambda s, o: run_pipelined(s, False, o, network, encoders=1),
+            "pipelined, 2 encoders": lambda s, o: run_pipelined(s, False, o, network, encoders=2),
         }
         times = timed_runs(sources, runners, args.rounds, work)
         print("| run (real backend) | s per folder | images/s | vs sequential |\n|---|---|---|---|")
@@ -115,7 +150,7 @@ def main() -> None:
             os.sched_setaffinity(0, allowed)  # threads started from here on inherit it
             ceiling = {
                 "sequential": lambda s, o: run_job(s, False, o, stand_in),
-                "pipelined": lambda s, o: run_pipelined(s, False, o, stand_in),
+                "pipelined": lambda s, o: run_pipelined(s, False, o, stand_in, encoders=1),
                 "pipelined, 2 encoders": lambda s, o: run_pipelined(s, False, o, stand_in, encoders=2),
             }
             times = timed_runs(sources, ceiling, args.rounds, work)
@@ -124,8 +159,11 @@ def main() -> None:
         os.sched_setaffinity(0, cores)
 
         print()
-        results = [upscaler.upscale_image(read_image(p)).colour for p in sources]
-        png_levels([r if r.ndim == 2 else np.ascontiguousarray(r[..., ::-1]) for r in results], args.rounds)
+        print(f"The network's x4 results of the {len(sources)} photos:")
+        png_writers([upscaler.upscale_image(read_image(p)).colour for p in sources], args.rounds, levels=True)
+        large = data.hubble_deep_field()
+        print(f"\nThe network's x4 result of hubble_deep_field ({large.shape[1]}x{large.shape[0]} in):")
+        png_writers([upscaler.upscale_image(Image(large)).colour], args.rounds, levels=False)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ libraries print reaches the terminal. OpenCV's log level is left alone: its log 
 and the level is process-wide state.
 
 Writing is atomic and, unless `replace`, exclusive: never a partial file, never another process's result
-replaced. Pixels and metadata are written by OpenCV (PNG, JPEG, WebP: ICC and EXIF; BMP: none), by
-tifffile for TIFF (ICC; OpenCV's TIFF writer takes no metadata) and here for grey+alpha PNG, which neither
-OpenCV nor Pillow writes at 16 bits.
+replaced. Pixels and metadata are written by runtime/png.py for PNG (every colour type at 8 and 16 bits,
+deflated on every core; ICC and EXIF), by OpenCV for JPEG and WebP (ICC and EXIF) and BMP (none), and by
+tifffile for TIFF (ICC; OpenCV's TIFF writer takes no metadata). Only OpenCV's encoders report through
+stderr, so only they run inside the capture of file descriptor 2; PNG and TIFF writing raise exceptions
+and run beside other threads' decoding.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import sys
 import tempfile
 import threading
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from PIL import Image as PILImage
 from export.contract import SCALE
 from export.errors import DeployError
 from export.fileutil import atomic_path
+from runtime.png import write_png
 
 READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 # Image types a user may expect to work, with the reason they do not (for folder runs to report).
@@ -207,10 +209,7 @@ def write_image(path: str | Path, image: Image, *, replace: bool = False, qualit
         raise ImageError(f"{path}: output folder does not exist")
     try:
         with atomic_path(path, replace=replace) as tmp:
-            with _stderr_captured() as printed:
-                encoded = _encode(tmp, suffix, image, quality)
-            if not encoded:
-                raise ImageError(f"{path}: cannot encode ({_damage(printed[0]) or 'OpenCV gives no reason'})")
+            _encode(tmp, suffix, image, quality)
     except FileExistsError:
         message = "appeared while this run was working (another process wrote it); not replaced"
         raise ImageError(f"{path}: {message}") from None
@@ -220,6 +219,8 @@ def write_image(path: str | Path, image: Image, *, replace: bool = False, qualit
         raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
     except cv2.error as exc:
         raise ImageError(f"{path}: cannot encode ({_opencv_reason(str(exc))})") from None
+    except _EncodeError as exc:
+        raise ImageError(f"{path}: cannot encode ({exc})") from None
 
 
 def _read_header(path: Path) -> _Header:
@@ -393,20 +394,19 @@ def _opencv_reason(text: str) -> str:
     return (match.group(1) if match and match.group(1) else line)[:200]
 
 
-def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> bool:
-    """Write `image` to `tmp` in the format `suffix` names; False when OpenCV declines."""
-    if suffix == ".png" and image.is_grey and image.alpha is not None:
-        tmp.write_bytes(_grey_alpha_png(image))
-        return True
+class _EncodeError(Exception):
+    """OpenCV declined to encode; the message is what it printed, or that it said nothing."""
+
+
+def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> None:
+    """Write `image` to `tmp` in the format `suffix` names."""
     if suffix in _TIFF:
         _write_tiff(tmp, image)
-        return True
-    colour = image.colour if image.is_grey else image.colour[..., ::-1]
-    if image.alpha is not None:
-        bgr = np.repeat(colour[..., None], 3, axis=2) if image.is_grey else colour
-        data = np.dstack([bgr, image.alpha])
-    else:
-        data = colour
+        return
+    if suffix == ".png":
+        with open(tmp, "wb") as stream:
+            write_png(stream, _interleaved(image, rgb=True), icc=image.icc, exif=_marked_exif(image.exif))
+        return
     params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, quality]}
     params[".webp"] = [cv2.IMWRITE_WEBP_QUALITY, 101]  # lossless
     kinds, blocks = [], []
@@ -415,10 +415,23 @@ def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> bool:
             if block:
                 kinds.append(kind)
                 blocks.append(np.frombuffer(block, np.uint8))
-    ok, encoded = cv2.imencodeWithMetadata(suffix, np.ascontiguousarray(data), kinds, blocks, params.get(suffix, []))
-    if ok:
-        tmp.write_bytes(encoded.tobytes())  # by Python, not by path in C: see _decode
-    return bool(ok)
+    data = _interleaved(image, rgb=False)
+    with _stderr_captured() as printed:
+        ok, encoded = cv2.imencodeWithMetadata(suffix, data, kinds, blocks, params.get(suffix, []))
+    if not ok:
+        raise _EncodeError(_damage(printed[0]) or "OpenCV gives no reason")
+    tmp.write_bytes(encoded.tobytes())  # by Python, not by path in C: see _decode
+
+
+def _interleaved(image: Image, rgb: bool) -> np.ndarray:
+    """Colour and alpha as one contiguous array: grey, grey+alpha (PNG only: OpenCV has no such layout and
+    gets BGRA), RGB or RGBA when `rgb`, else OpenCV's BGR and BGRA."""
+    colour = image.colour if image.is_grey or rgb else image.colour[..., ::-1]
+    if image.alpha is None:
+        return np.ascontiguousarray(colour)
+    if image.is_grey and not rgb:
+        colour = np.repeat(colour[..., None], 3, axis=2)
+    return np.dstack([colour, image.alpha])
 
 
 def _marked_exif(block: bytes | None) -> bytes:
@@ -440,20 +453,3 @@ def _write_tiff(tmp: Path, image: Image) -> None:
         tmp, data, photometric=photometric, extrasamples=extra, iccprofile=image.icc, software=SOFTWARE,
         compression="zlib", compressionargs={"level": 1}, predictor=True,
     )  # fmt: skip
-
-
-def _grey_alpha_png(image: Image) -> bytes:
-    """A PNG of colour type 4 (grey+alpha), 8 or 16 bits, with iCCP and eXIf chunks when present."""
-    height, width = image.colour.shape
-    samples = np.dstack([image.colour, image.alpha]).astype(">u2" if image.dtype == np.uint16 else np.uint8)
-    rows = samples.reshape(height, -1).view(np.uint8)
-    scanlines = np.hstack([np.zeros((height, 1), np.uint8), rows])  # filter type 0 on every row
-    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * image.dtype.itemsize, 4, 0, 0, 0))]
-    if image.icc:
-        chunks.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(image.icc)))
-    chunks.append((b"eXIf", _marked_exif(image.exif)))
-    chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), (b"IEND", b"")]
-    body = b"".join(
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)) for kind, data in chunks
-    )
-    return b"\x89PNG\r\n\x1a\n" + body

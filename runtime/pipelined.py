@@ -11,15 +11,18 @@ thread is left writing when the command removes its temporaries.
 
 Memory: at most `depth` + 2 decoded inputs (queued, one being decoded, one in inference) and `encoders` + 1
 results (in flight, and the one waiting for a free encoder) exist at once; a result holds 16x its input's
-pixels, so with the defaults (depth 2, one encoder) the bound is 4 x the largest input + 2 x the largest
-result, about twice what the sequential run holds (1 input + 1 result).
+pixels, so with the defaults (depth 2, two encoders) the bound is 4 x the largest input + 3 x the largest
+result, about three times what the sequential run holds (1 input + 1 result).
 
-Decoding and encoding are serialised with each other (`CODEC`): runtime/imageio.py captures file
-descriptor 2, process-wide, around every decode and encode to read the codecs' damage reports, and two
-captures at once would swap each other's descriptors and misattribute messages. One encoder is therefore
-the default: more encoder threads would only queue on that lock. For the same reason whatever the run
-prints while a capture may be active (progress bars, error reports) goes through `stderr_stream()`, which
-takes the lock: text printed into a capture would be lost, or fail a good image if it read like damage.
+Decoding is serialised (`CODEC`, runtime/imageio.py's capture lock): imageio captures file descriptor 2,
+process-wide, around every decode and every OpenCV encode (JPEG, WebP, BMP) to read the codecs' damage
+reports, and two captures at once would swap each other's descriptors and misattribute messages. PNG and
+TIFF writing report errors as exceptions and need no capture, so they run beside decoding and inference,
+and a PNG write filters and deflates on every core by itself (runtime/png.py). A small result is one or
+two bands, though, so two encoder threads are the default: with the real network they gave 1.17x against
+one encoder's 1.07x (BENCHMARKS.md). Whatever the run prints while a capture may be active (progress bars,
+error reports) goes through `stderr_stream()`, which takes the lock: text printed into a capture would be
+lost, or fail a good image if it read like damage.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from runtime.imageio import (
 )
 from runtime.job import FAILURES, Options, Outcome, check_output, prepare_outputs
 
-# imageio's capture lock, also held around every read_image and write_image made by this module (so a
-# decode and an encode never interleave) and every write of stderr_stream() (see the module docstring).
+# imageio's capture lock, also held around every read_image made by this module and every write of
+# stderr_stream() (see the module docstring).
 CODEC = CAPTURE_LOCK
 _POLL_S = 0.1  # how often a blocked reader looks whether the run was stopped
 
@@ -83,11 +86,6 @@ def _read(source: Path, target: Path, overwrite: bool, inputs: set[Path], max_pi
     replace = check_output(source, target, overwrite, inputs)
     with CODEC:
         return read_image(source, max_pixels), replace
-
-
-def _write(target: Path, image: Image, replace: bool) -> None:
-    with CODEC:
-        write_image(target, image, replace=replace)
 
 
 class _Reader(threading.Thread):
@@ -160,7 +158,7 @@ class _Encoders:
                 job = None
                 if future.set_running_or_notify_cancel():
                     try:
-                        _write(target, image, replace)
+                        write_image(target, image, replace=replace)
                         future.set_result(None)
                     except BaseException as exc:  # noqa: BLE001 - handed to the consumer, failure or bug
                         future.set_exception(exc)
@@ -200,7 +198,7 @@ def run_pipelined(
     on_error: Callable[[Path, str], None] = lambda _path, _message: None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     depth: int = 2,
-    encoders: int = 1,
+    encoders: int = 2,
 ) -> Outcome:
     """run_job's contract (same files, same checks, failures listed and reported in input order), overlapped.
 
