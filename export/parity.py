@@ -1,10 +1,18 @@
-"""The parity gate: PyTorch vs FP32 ONNX vs FP16 ONNX (ONNX Runtime, CPU) on the same inputs.
+"""The parity gate: PyTorch vs FP32 ONNX vs FP16 ONNX (ONNX Runtime, CPU) on the same inputs, plus a
+report of what bfloat16 costs.
 
 Inputs: real photos (scikit-image's free photos, downscaled x1/4, plus any the user passes), smooth
 synthetic fields, and chaotic synthetic ones (noise, checkerboard). On chaotic inputs LSANet itself is
 ill-conditioned: a +-0.5 grey-level change of the input, invisible in 8-bit, moves up to 17% of its FP32
 output pixels by more than 2/255, and FP32 differs from FP64 by up to 127/255. No precision can be "exact"
 there, so the rule is relative to that sensitivity, measured on the spot (see THRESHOLDS).
+
+bf16 (`upscale.py --bf16`, OpenVINO on CPUs with bfloat16 arithmetic) is reported, not gated: it is an
+opt-in that many machines cannot run, and an export that fails it is still good in FP32 and FP16. The
+figures come from export/bf16.py's estimate (convolutions as bf16 hardware computes them, the rest in
+FP32), the same on every exporting machine whatever its CPU. Its rule here is the bf16 PSNR floor on photos
+and smooth fields; chaotic inputs are reported only. The runtime's self-check then holds OpenVINO's real
+bf16 to the bf16 bounds on the machine that runs it, and refuses it there if it misses them.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import numpy as np
 import onnx
 import torch
 
+from export.bf16 import bf16_estimate
 from export.contract import INPUT_NAME
 from export.errors import DeployError
 from export.hard_inputs import hard_inputs
@@ -26,6 +35,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea")
 CHAOTIC = ("uniform-noise", "binary-noise", "checkerboard")
 SYNTHETIC_SIZE = 48
 OFF_LEVEL = 2 / 255
+BF16_PAIR = "bf16-vs-fp32"
 
 
 class ParityError(DeployError):
@@ -44,6 +54,7 @@ class PairResult:
     limit: float
     allowed: str
     passed: bool
+    gating: bool = True  # False for a reported pair (bf16): its failure does not fail the export
 
     def as_dict(self) -> dict:
         return {
@@ -55,6 +66,7 @@ class PairResult:
             "off_fraction_limit": self.limit,
             "allowed": self.allowed,
             "passed": self.passed,
+            "gating": self.gating,
         }
 
 
@@ -64,7 +76,13 @@ class ParityReport:
 
     @property
     def failures(self) -> list[PairResult]:
-        return [r for r in self.results if not r.passed]
+        """Failed comparisons that fail the export."""
+        return [r for r in self.results if not r.passed and r.gating]
+
+    @property
+    def reported_failures(self) -> list[PairResult]:
+        """Failed comparisons of reported pairs (bf16): the export stands, the precision will be refused."""
+        return [r for r in self.results if not r.passed and not r.gating]
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per pair and input kind: worst max abs (in 1/255), worst PSNR, NaN/Inf count and, for chaotic
@@ -142,6 +160,13 @@ def _judge(name: str, kind: str, pair: str, ref: np.ndarray, test: np.ndarray, s
     limit = t.chaotic_ratio * sensitivity + t.chaotic_slack
     if raw.nonfinite:
         allowed, passed = "no NaN/Inf", False
+    elif pair == BF16_PAIR:
+        # bf16 reaches 14-16/255 on a few pixels of some photos (export/thresholds.py) and is far past the
+        # chaotic rule: its rule here is the self-check's PSNR floor, on photos and smooth fields.
+        if kind == "chaotic":
+            allowed, passed = "reported only", True
+        else:
+            allowed, passed = f"clamped PSNR >= {t.bf16_min_psnr} dB", clamped.psnr >= t.bf16_min_psnr
     elif kind == "chaotic":
         allowed, passed = f"off-by->2/255 fraction <= {limit:.4f}", off <= limit
     elif pair == "fp32-vs-torch":
@@ -150,23 +175,27 @@ def _judge(name: str, kind: str, pair: str, ref: np.ndarray, test: np.ndarray, s
         allowed = f"clamped PSNR >= {t.fp16_min_psnr} dB and max abs <= {t.fp16_max_abs * 255:g}/255"
         passed = clamped.psnr >= t.fp16_min_psnr and clamped.max_abs <= t.fp16_max_abs
     shown = raw if raw.nonfinite or (pair == "fp32-vs-torch" and kind != "chaotic") else clamped
-    return PairResult(name, kind, pair, shown, off, limit, allowed, passed)
+    return PairResult(name, kind, pair, shown, off, limit, allowed, passed, gating=pair != BF16_PAIR)
 
 
 def run_gate(
     model: torch.nn.Module, fp32: onnx.ModelProto, fp16: onnx.ModelProto, extra_photos: list[Path] = ()
 ) -> ParityReport:
-    """Run every input through the three implementations and judge each pair; nothing is raised here."""
+    """Run every input through the three implementations and the bf16 estimate and judge each pair; nothing
+    is raised here."""
     s32, s16 = _session(fp32), _session(fp16)
+    bf16 = bf16_estimate(model)
     report = ParityReport()
     for name, (kind, x) in gate_inputs(extra_photos).items():
         with torch.no_grad():
             reference = model(torch.from_numpy(x)).numpy()
+            out_bf16 = bf16(torch.from_numpy(x)).numpy()
         out32 = s32.run(None, {INPUT_NAME: x})[0]
         out16 = s16.run(None, {INPUT_NAME: x})[0]
         sensitivity = _sensitivity(s32, x, out32) if kind == "chaotic" else 0.0
         report.results.append(_judge(name, kind, "fp32-vs-torch", reference, out32, sensitivity))
         report.results.append(_judge(name, kind, "fp16-vs-fp32", out32, out16, sensitivity))
+        report.results.append(_judge(name, kind, BF16_PAIR, out32, out_bf16, sensitivity))
     return report
 
 

@@ -36,7 +36,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 def test_cli_reports_artifacts_parity_times_and_skips(exported) -> None:
     out = exported[1].stdout
-    for text in ("lsanet_x4_fp32.onnx", "lsanet_x4_fp16.onnx", "lsanet_x4_fp16.rtx.engine", "parity gate", "PSNR"):
+    for text in ("lsanet_x4_fp32.onnx", "lsanet_x4_fp16.onnx", "lsanet_x4_fp16.rtx.engine", "parity gate", "PSNR", "bf16-vs-fp32"):
         assert text in out
     from export.trt_build import flavor_status
 
