@@ -28,7 +28,6 @@ import io
 import logging
 import os
 import re
-import struct
 import sys
 import tempfile
 import threading
@@ -45,7 +44,7 @@ from PIL import Image as PILImage
 from export.contract import SCALE
 from export.errors import DeployError
 from export.fileutil import atomic_path
-from runtime.png import write_png
+from runtime.png import LIBPNG_MAX_SIDE, write_png
 
 READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 # Image types a user may expect to work, with the reason they do not (for folder runs to report).
@@ -201,6 +200,10 @@ def write_image(path: str | Path, image: Image, *, replace: bool = False, qualit
     suffix = path.suffix.lower()
     if suffix not in READABLE:
         raise ImageError(f"{path}: cannot write '{path.suffix}' files (supported: {', '.join(sorted(READABLE))})")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{path}: cannot write {image.dtype} samples: 8- or 16-bit unsigned only")
+    if suffix == ".png" and max(image.colour.shape[:2]) > LIBPNG_MAX_SIDE:
+        raise ImageError(f"{path}: over {LIBPNG_MAX_SIDE:,} pixels wide or tall, which PNG readers refuse; write .tiff")
     if image.dtype == np.uint16 and suffix in EIGHT_BIT_ONLY:
         raise ImageError(f"{path}: {suffix} stores 8-bit samples only; write 16-bit images as .png or .tiff")
     if image.alpha is not None and suffix in NO_ALPHA:
@@ -295,21 +298,26 @@ def _png_colour_type(path: Path) -> int:
 
 
 def _upright_exif(block: bytes | None) -> tuple[int, bytes | None]:
-    """(orientation, the EXIF block with orientation 1, TIFF-structured); unreadable EXIF is dropped."""
+    """(orientation, the EXIF block with orientation 1, TIFF-structured). Unreadable EXIF is dropped; EXIF that
+    reads but cannot be written back (a tag of an unexpected type) is dropped with its orientation kept."""
     if not block:
         return 1, None
     exif = PILImage.Exif()
     try:
         exif.load(block)
         orientation = exif.get(_ORIENTATION, 1)
-        if _ORIENTATION in exif:
-            exif[_ORIENTATION] = 1
-        data = exif.tobytes()
-    except (SyntaxError, ValueError, struct.error, TypeError, KeyError, IndexError, OSError):
+    except Exception:  # noqa: BLE001 - Pillow parsing untrusted bytes raises many types
         return 1, None
+    orientation = orientation if orientation in range(1, 9) else 1
     if not exif:
-        return 1, None
-    return (orientation if orientation in range(1, 9) else 1), data.removeprefix(b"Exif\x00\x00")
+        return orientation, None
+    if _ORIENTATION in exif:
+        exif[_ORIENTATION] = 1
+    try:
+        data = exif.tobytes()
+    except Exception:  # noqa: BLE001 - e.g. a text tag stored as a rational: AttributeError from Pillow
+        return orientation, None
+    return orientation, data.removeprefix(b"Exif\x00\x00")
 
 
 def _decode(path: Path, header: _Header) -> np.ndarray:

@@ -43,6 +43,9 @@ _LEVEL = 1
 _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, FLEVEL 0 (fastest), no dictionary (RFC 1950)
 _COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type
 _ADLER_BASE = 65521
+# libpng refuses wider or taller images by default (PNG_USER_WIDTH_MAX, PNG_USER_HEIGHT_MAX), and with it
+# OpenCV, most viewers and this tool's own reader, though the format allows 2^31 - 1.
+LIBPNG_MAX_SIDE = 1_000_000
 
 
 def write_png(
@@ -56,11 +59,17 @@ def write_png(
     """Write `samples` (H x W grey, or H x W x C with C = 2 grey+alpha, 3 RGB, 4 RGBA; uint8 or uint16, in
     that channel order) as a PNG to `stream`, with an iCCP chunk for `icc` and an eXIf chunk for `exif`
     (TIFF-structured EXIF). `threads` defaults to the cores this process may use."""
-    if samples.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"PNG holds 8- or 16-bit samples, not {samples.dtype}")
+    # Every argument is checked before the first byte is written.
+    if samples.dtype.kind != "u" or samples.dtype.itemsize not in (1, 2):
+        raise ValueError(f"PNG holds unsigned 8- or 16-bit samples, not {samples.dtype.name}")
     channels = samples.shape[2] if samples.ndim == 3 else 1
     if samples.ndim not in (2, 3) or channels not in _COLOUR_TYPE or 0 in samples.shape[:2]:
         raise ValueError(f"cannot write an array of shape {samples.shape} as a PNG")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    for name, block in (("icc", icc), ("exif", exif)):
+        if block is not None and not isinstance(block, bytes):
+            raise ValueError(f"{name} must be bytes, not {type(block).__name__}")
     height, width = samples.shape[:2]
     depth = 8 * samples.dtype.itemsize
     stream.write(SIGNATURE)
@@ -161,6 +170,15 @@ def _adler32_combine(first: int, second: int, second_length: int) -> int:
 
 
 def _chunk(stream: BinaryIO, kind: bytes, data: bytes) -> None:
-    stream.write(struct.pack(">I", len(data)) + kind)
-    stream.write(data)
-    stream.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
+    for part in (struct.pack(">I", len(data)) + kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))):
+        _write_all(stream, part)
+
+
+def _write_all(stream: BinaryIO, data: bytes) -> None:
+    """Every byte of `data`: a raw (unbuffered) stream may take only part of it per call."""
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if not written:
+            raise OSError(f"the stream took no bytes ({written!r}) of {len(view)}")
+        view = view[written:]

@@ -62,6 +62,32 @@ def test_every_orientation_matches_opencv(tmp_path: Path, orientation: int) -> N
     assert np.array_equal(read_image(path).colour, cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
 
 
+def test_exif_that_cannot_be_written_back_keeps_its_orientation(tmp_path: Path) -> None:
+    """A camera block with Make stored as a RATIONAL (found by the fuzzing of a hostile trial): Pillow reads it
+    but cannot write it back. The photo is still upscaled, upright, with that EXIF dropped."""
+    bgr = np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 2)
+    tiff += struct.pack("<HHII", 0x010F, 5, 1, 8 + 2 + 2 * 12 + 4)  # Make: one RATIONAL, stored after the IFD
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0) + struct.pack("<II", 1, 2)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\x00\x00" + tiff
+    path = tmp_path / "rational_make.jpg"
+    path.write_bytes(encoded.tobytes()[:2] + app1 + encoded.tobytes()[2:])
+    image = read_image(path)
+    assert image.exif is None
+    assert np.array_equal(image.colour, cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])  # turned upright
+    assert image.colour.shape == (40, 24, 3)
+
+
+def test_write_refuses_samples_and_sizes_no_reader_takes(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="float32 samples"):
+        write_image(tmp_path / "f.png", Image(np.zeros((4, 4), np.float32)))
+    # libpng (OpenCV, this tool's reader, most viewers) refuses PNGs over 1,000,000 pixels on a side.
+    with pytest.raises(ImageError, match="PNG readers refuse; write .tiff"):
+        write_image(tmp_path / "wide.png", Image(np.zeros((1, 1_000_001), np.uint8)))
+    assert not list(tmp_path.iterdir())
+
+
 def test_junk_exif_is_dropped_not_fatal(tmp_path: Path) -> None:
     bgr = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
     data = jpeg_with_orientation(bgr, 6)

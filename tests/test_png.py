@@ -107,6 +107,17 @@ def test_real_photo_smaller_than_opencv_default() -> None:
     assert len(ours) < len(cv2.imencode(".png", photo[..., ::-1])[1])
 
 
+def test_python_zlib_at_any_level_gives_the_same_file(monkeypatch) -> None:
+    """zlib-ng is a speed choice only: Python's zlib writes the same bytes, and with Z_RLE the level does not
+    change them (so there is no level to choose; BENCHMARKS.md)."""
+    samples = _photo_like((600, 700, 3), np.uint8, seed=2)
+    ours = _png(samples)
+    monkeypatch.setattr(png, "zlib", zlib)
+    for level in (1, 9):
+        monkeypatch.setattr(png, "_LEVEL", level)
+        assert _png(samples) == ours
+
+
 def test_adler32_combine_matches_zlib() -> None:
     rng = np.random.default_rng(3)
     for _ in range(200):
@@ -117,11 +128,49 @@ def test_adler32_combine_matches_zlib() -> None:
 
 @pytest.mark.parametrize(
     "samples",
-    [np.zeros((4, 4), np.float32), np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4), np.uint8), np.zeros(4, np.uint8)],
-)
+    [np.zeros((4, 4), np.float32), np.zeros((4, 4), np.int16), np.zeros((4, 4), bool), np.zeros((4, 4, 5), np.uint8),
+     np.zeros((0, 4), np.uint8), np.zeros(4, np.uint8)],
+)  # fmt: skip
 def test_refuses_what_png_cannot_hold(samples) -> None:
+    stream = io.BytesIO()
     with pytest.raises(ValueError):
-        png.write_png(io.BytesIO(), samples)
+        png.write_png(stream, samples)
+    assert stream.getvalue() == b""
+
+
+@pytest.mark.parametrize("arguments", [{"threads": 0}, {"threads": 1.5}, {"icc": "sRGB"}, {"exif": [1, 2]}])
+def test_bad_arguments_are_refused_before_anything_is_written(arguments) -> None:
+    stream = io.BytesIO()
+    with pytest.raises(ValueError):
+        png.write_png(stream, np.zeros((4, 4), np.uint8), **arguments)
+    assert stream.getvalue() == b""
+
+
+def test_big_endian_samples_are_the_same_image() -> None:
+    samples = _photo_like((40, 30, 3), np.uint16)
+    assert _png(samples.astype(">u2")) == _png(samples)
+
+
+class _Trickle(io.RawIOBase):
+    """An unbuffered stream that takes at most 1000 bytes per write, as a pipe or socket may."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        taken = bytes(data[:1000])
+        self.data += taken
+        return len(taken)
+
+
+def test_short_writes_are_completed() -> None:
+    samples = _photo_like((300, 200, 4), np.uint8)
+    stream = _Trickle()
+    png.write_png(stream, samples)
+    assert bytes(stream.data) == _png(samples)
 
 
 class _FailingStream(io.BytesIO):
