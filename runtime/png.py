@@ -5,17 +5,19 @@ The image is cut into bands of rows, each about BAND_BYTES of samples. Each band
 type 3, Average, on every row) and deflated on its own thread; the bands' raw deflate streams join into one
 zlib stream, as pigz does: every band but the last ends with a sync flush (byte-aligned, not final), the
 last with the final block, and the Adler-32 of all the filtered bytes follows. Deflate uses Z_RLE, whose
-matches reach back one byte only, so no band needs the previous band's bytes as a dictionary and the
-bands compress exactly as they would in one stream. The band cut depends on the image alone, never on the
+matches reach back one byte only, so no band needs the previous band's bytes as a dictionary: a band
+compresses as well alone as in one stream, less the few bytes of its flush. The band cut depends on the image alone, never on the
 number of threads: the file is the same byte for byte on any machine.
 
 Deflate is zlib-ng's, through the zlib-ng package's copy of Python's zlib API: with Z_RLE it gives the same
-bytes as zlib in half the time (measured here on a 4000x3488 result).
+bytes as Python's zlib in 0.63x its time (one thread, a 4000x3488 result; tests/test_png.py checks the
+bytes are the same).
 
 Why Average with Z_RLE at level 1: on the network's x4 results it gives smaller files than OpenCV's default
-PNG (Sub filter, level 1, Z_RLE) in about the same time on one thread (figures in BENCHMARKS.md, from
-`python -m bench.png_writer`). Z_RLE's output is the same at every level above 0, so there is no level to
-choose. Memory: at most two bands per thread in flight, each about 5x BAND_BYTES while it is worked on.
+PNG (Sub filter, level 1, Z_RLE), in less time on one thread (figures in BENCHMARKS.md, from
+`python -m bench.folder_throughput`). Z_RLE's output is the same at every level above 0, so there is no
+level to choose. Memory: at most two bands per thread in flight, each about 2x BAND_BYTES (its filtered
+bytes and their deflate).
 
 Colour types 0 (grey), 2 (RGB), 4 (grey+alpha) and 6 (RGBA), 8 or 16 bits; iCCP and eXIf chunks. Errors are
 Python exceptions (zlib's, numpy's, the stream's), never text printed by a C library, so writing needs no
@@ -36,7 +38,7 @@ import numpy as np
 from zlib_ng import zlib_ng as zlib
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-BAND_BYTES = 1 << 20  # samples per band: the fastest of 64 KiB-4 MiB measured here, with two threads and one
+BAND_BYTES = 1 << 20  # samples per band: of 64 KiB to 4 MiB, the fastest on one and two threads (prototype)
 FILTER_BYTES = 64 * 1024  # samples filtered at once: the temporaries (3x this) stay in a core's L2 cache
 AVERAGE = 3  # PNG filter type
 _LEVEL = 1
@@ -72,7 +74,7 @@ def write_png(
             raise ValueError(f"{name} must be bytes, not {type(block).__name__}")
     height, width = samples.shape[:2]
     depth = 8 * samples.dtype.itemsize
-    stream.write(SIGNATURE)
+    _write_all(stream, SIGNATURE)
     _chunk(stream, b"IHDR", struct.pack(">IIBBBBB", width, height, depth, _COLOUR_TYPE[channels], 0, 0, 0))
     if icc:
         _chunk(stream, b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
