@@ -4,11 +4,12 @@
 It models bf16 convolution hardware (AVX-512 BF16, AMX): weights, biases and each convolution's input and
 output are rounded to bfloat16 (8 mantissa bits), products are exact and accumulate in FP32, and what runs
 between convolutions (activations, attention arithmetic, additions) stays in FP32 (OpenVINO fuses much of
-it into the convolutions as post-ops, applied before the output is rounded). The rounding is done on FP32 tensors, so the FP32 kernels run: on a 2-core
-CPU without bf16 instructions the gate's photos and smooth fields take 0.78 s this way against 15 s with
-the whole network cast to torch.bfloat16, which also rounds after every elementwise operation and is
-1.3-4.2 dB further from FP32 on the gate's three photos. Measured with `python -m bench.bf16_estimate`,
-which also runs OpenVINO's real bf16 where the CPU has it, to check this estimate against it.
+it into the convolutions as post-ops, applied before the output is rounded). The rounding is done on FP32
+tensors, so the FP32 kernels run: on a 2-core CPU without bf16 instructions the gate's photos and smooth
+fields take 0.78 s this way against 15 s with the whole network cast to torch.bfloat16, which also rounds
+after every elementwise operation and is 1.3-4.2 dB further from FP32 on the gate's three photos. Measured
+with `python -m bench.bf16_estimate`, which also runs OpenVINO's real bf16 where the CPU has it, to check
+this estimate against it.
 """
 
 from __future__ import annotations
