@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backend import Backend, BackendError, BackendOutOfMemory
+from runtime.cores import usable_cores
 from runtime.fetch import cache_dir
 
 # Our precision names -> OpenVINO's element types.
@@ -50,7 +51,7 @@ class OpenVINOBackend(Backend):
             raise BackendError(f"openvino: runs {' or '.join(PRECISIONS)}, not {precision}")
         self.onnx_path = Path(onnx_path)
         self._precision = precision
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self.cache = cache
         self._request = None
 

@@ -10,13 +10,13 @@ tile shape) and the arena grows by what is asked (kSameAsRequested), not to the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from export.cuda_device import cuda_device
 from runtime.backend import Backend, BackendError, BackendOutOfMemory
+from runtime.cores import usable_cores
 
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
 
@@ -36,7 +36,7 @@ class ORTBackend(Backend):
         self._precision = precision
         gpu = cuda_provider_available() and cuda_device() is not None
         self.device = ("cuda" if gpu else "cpu") if device == "auto" else device
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self._session = None
 
     @property

@@ -28,7 +28,6 @@ References: PNG specification (third edition), sections 9 (filters), 10 (compres
 
 from __future__ import annotations
 
-import os
 import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +35,8 @@ from typing import BinaryIO
 
 import numpy as np
 from zlib_ng import zlib_ng as zlib
+
+from runtime.cores import usable_cores
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BAND_BYTES = 1 << 20  # samples per band: of 64 KiB to 4 MiB, the fastest on one and two threads (prototype)
@@ -60,7 +61,7 @@ def write_png(
 ) -> None:
     """Write `samples` (H x W grey, or H x W x C with C = 2 grey+alpha, 3 RGB, 4 RGBA; uint8 or uint16, in
     that channel order) as a PNG to `stream`, with an iCCP chunk for `icc` and an eXIf chunk for `exif`
-    (TIFF-structured EXIF). `threads` defaults to the cores this process may use."""
+    (TIFF-structured EXIF). `threads` defaults to the cores this process may use (runtime/cores.py)."""
     # Every argument is checked before the first byte is written.
     if samples.dtype.kind != "u" or samples.dtype.itemsize not in (1, 2):
         raise ValueError(f"PNG holds unsigned 8- or 16-bit samples, not {samples.dtype.name}")
@@ -90,7 +91,7 @@ def _write_idat(stream: BinaryIO, rows: np.ndarray, pixel_bytes: int, threads: i
     row_bytes = rows.shape[1] * rows.dtype.itemsize
     step = -(-BAND_BYTES // row_bytes)
     starts = range(0, rows.shape[0], step)
-    workers = threads or _usable_cores()
+    workers = threads or usable_cores()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="png")
     pending: deque[Future[tuple[bytes, int, int]]] = deque()
     adler, header = 1, _ZLIB_HEADER
@@ -115,13 +116,6 @@ def _write_idat(stream: BinaryIO, rows: np.ndarray, pixel_bytes: int, threads: i
             write_next()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the OS has one: Linux), else all."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _band(rows: np.ndarray, start: int, stop: int, pixel_bytes: int, last: bool) -> tuple[bytes, int, int]:
