@@ -88,30 +88,29 @@ def write_png(
 def _write_idat(stream: BinaryIO, rows: np.ndarray, pixel_bytes: int, threads: int | None) -> None:
     """Filter and deflate the bands on a pool, at most two per thread in flight (bounded memory), and write
     each band's deflate bytes as one IDAT chunk, in order."""
-    row_bytes = rows.shape[1] * rows.dtype.itemsize
+    height, row_bytes = rows.shape[0], rows.shape[1] * rows.dtype.itemsize
     step = -(-BAND_BYTES // row_bytes)
-    starts = range(0, rows.shape[0], step)
     workers = threads or usable_cores()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="png")
-    pending: deque[Future[tuple[bytes, int, int]]] = deque()
-    adler, header = 1, _ZLIB_HEADER
+    pending: deque[tuple[Future[tuple[bytes, int, int]], bool, bool]] = deque()  # (band, first, last)
+    adler = 1
 
     def write_next() -> None:
-        nonlocal adler, header
-        deflated, band_adler, length = pending.popleft().result()
+        nonlocal adler
+        band, first, last = pending.popleft()
+        deflated, band_adler, length = band.result()
         adler = _adler32_combine(adler, band_adler, length)
-        trailer = b"" if pending or not submitted_all else struct.pack(">I", adler)
+        header = _ZLIB_HEADER if first else b""
+        trailer = struct.pack(">I", adler) if last else b""
         _chunk(stream, b"IDAT", header + deflated + trailer)
-        header = b""
 
-    submitted_all = False
     try:
-        for start in starts:
-            stop = min(start + step, rows.shape[0])
-            pending.append(pool.submit(_band, rows, start, stop, pixel_bytes, stop == rows.shape[0]))
+        for start in range(0, height, step):
+            stop = min(start + step, height)
+            last = stop == height
+            pending.append((pool.submit(_band, rows, start, stop, pixel_bytes, last), start == 0, last))
             if len(pending) == 2 * workers:
                 write_next()
-        submitted_all = True
         while pending:
             write_next()
     finally:
