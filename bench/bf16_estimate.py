@@ -42,9 +42,10 @@ def main() -> None:
         "estimate (export/bf16.py)": lambda x, e=bf16_estimate(model): e(torch.from_numpy(x)).numpy(),
         "torch.bfloat16 cast": lambda x: cast(torch.from_numpy(x).to(torch.bfloat16)).float().numpy(),
     }
+    has_bf16 = cpu_has_bf16()
     with tempfile.TemporaryDirectory() as tmp:
         backend = None
-        if cpu_has_bf16():
+        if has_bf16:
             path = Path(tmp) / "fp32.onnx"
             onnx.save(export_fp32(model)[0], path)
             backend = OpenVINOBackend(path, precision="bf16", cache=False)
@@ -71,7 +72,7 @@ def main() -> None:
     print("\n| run | median s for all inputs |\n|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} |")
-    if not cpu_has_bf16():
+    if not has_bf16:
         print("\nOpenVINO bf16: not measured, this CPU has no bfloat16 arithmetic (AVX-512 BF16 or AMX)")
 
 

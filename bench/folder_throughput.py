@@ -29,9 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from skimage import data
-from zlib_ng import zlib_ng
 
 from runtime import Upscaler, png
+from runtime.cores import usable_cores
 from runtime.imageio import Image, read_image
 from runtime.job import Options, run_job
 from runtime.pipelined import run_pipelined
@@ -81,19 +81,20 @@ def timed_runs(sources: list[Path], runners: dict[str, Callable], rounds: int, w
 def png_writers(results: list[np.ndarray], repeats: int, levels: bool) -> None:
     """Size and median encode time of each writer for all `results` (RGB or grey), round-robin; OpenCV's
     levels 0-9 too when `levels`. runtime/png.py also runs on Python's own zlib, for comparison."""
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()  # what runtime/png.py uses by default
     bgr = [r if r.ndim == 2 else np.ascontiguousarray(r[..., ::-1]) for r in results]
 
-    def ours(threads: int, deflate: object = png.zlib) -> Callable[[], list[bytes]]:
+    def ours(threads: int, deflate: object | None = None) -> Callable[[], list[bytes]]:
         def encode() -> list[bytes]:
-            files, png.zlib = [], deflate
+            files, saved = [], png.zlib
+            png.zlib = deflate or saved
             try:
                 for result in results:
                     stream = io.BytesIO()
                     png.write_png(stream, result, threads=threads)
                     files.append(stream.getvalue())
             finally:
-                png.zlib = zlib_ng
+                png.zlib = saved
             return files
 
         return encode
