@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from export.errors import DeployError
+from export.errors import DeployError, first_line
 from export.model import LSANet
 
 NESTED_KEYS = ("params_ema", "params")
@@ -37,7 +37,7 @@ def _read_tensors(path: Path) -> object:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(path, f"not a readable safetensors file ({_first_line(exc)})") from None
+            raise CheckpointError(path, f"not a readable safetensors file ({first_line(exc)})") from None
     try:
         with warnings.catch_warnings():
             # The public checkpoint uses pickle protocol 4, which the weights-only unpickler reads fine.
@@ -51,14 +51,9 @@ def _read_tensors(path: Path) -> object:
             raise CheckpointError(
                 path, f"a pickle the safe loader refuses, it would need code to load ({detail}); nothing was executed"
             ) from None
-        raise CheckpointError(path, f"not a checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(path, f"not a checkpoint ({first_line(exc)})") from None
     except Exception as exc:  # the weights-only unpickler fails on garbage with arbitrary error types
-        raise CheckpointError(path, f"not a PyTorch checkpoint, or truncated ({type(exc).__name__}: {_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise CheckpointError(path, f"not a PyTorch checkpoint, or truncated ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _select_state_dict(path: Path, obj: object, key: str | None) -> dict[str, torch.Tensor]:

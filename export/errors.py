@@ -64,6 +64,13 @@ def _signals_as_interrupts() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries add context and tracebacks below it), or the
+    exception type's name when the message is empty."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def one_line(text: str) -> str:
     """`text` safe to print as one line: control characters (a newline or a terminal escape in a file
     name) shown escaped, so no name can split a message or forge another one."""

@@ -19,7 +19,7 @@ import onnx
 import torch
 
 from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
-from export.errors import DeployError
+from export.errors import DeployError, first_line
 from export.fuse import fuse
 from export.model import LSANet
 
@@ -113,7 +113,7 @@ def check(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise OnnxExportError(f"ONNX checker rejected the graph: {str(exc).splitlines()[0]}") from None
+        raise OnnxExportError(f"ONNX checker rejected the graph: {first_line(exc)}") from None
     initializers = {i.name for i in model.graph.initializer}
     dynamic_pads = [n.name for n in model.graph.node if n.op_type == "Pad" and n.input[1] not in initializers]
     if dynamic_pads:

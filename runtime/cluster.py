@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from export.contract import SCALE
-from export.errors import DeployError, one_line
+from export.errors import DeployError, first_line, one_line
 from runtime.imageio import (
     DEFAULT_MAX_PIXELS,
     READABLE,
@@ -108,7 +108,7 @@ def _remote(uri: str) -> tuple[object, str]:
     try:
         return _bucket_filesystem(f"{scheme}://{bucket}"), rest.rstrip("/")
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for bad URIs and credentials
-        raise ClusterError(f"{uri}: cannot open this storage ({one_line(str(exc).splitlines()[0])})") from None
+        raise ClusterError(f"{uri}: cannot open this storage ({one_line(first_line(exc))})") from None
 
 
 def _remote_inputs(spec: str) -> tuple[list[str], bool, list[tuple[str, str]]]:
@@ -512,6 +512,6 @@ def _execute(ray, job: Plan, settings: Settings, options: Options) -> Iterator[d
     try:
         yield from dataset.iter_rows()
     except ray.exceptions.RayError as exc:
-        raise ClusterError(f"the Ray job failed: {one_line(str(exc).splitlines()[0])}") from None
+        raise ClusterError(f"the Ray job failed: {one_line(first_line(exc))}") from None
     finally:
         ray.kill(attempts)

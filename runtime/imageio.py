@@ -42,7 +42,7 @@ import tifffile
 from PIL import Image as PILImage
 
 from export.contract import SCALE
-from export.errors import DeployError
+from export.errors import DeployError, first_line
 from export.fileutil import atomic_path
 from runtime.png import LIBPNG_MAX_SIDE, write_png
 
@@ -247,7 +247,7 @@ def _read_header(path: Path) -> _Header:
                 and _first(im.tag_v2.get(_BITS_PER_SAMPLE_TAG)) == 8  # Pillow reads 16-bit RGBA as 8-bit
             )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - Pillow parsing untrusted bytes raises many types (TypeError too)
-        raise ImageError(f"{path}: cannot decode: damaged or not a {path.suffix} image ({_one_line(exc)})") from None
+        raise ImageError(f"{path}: cannot decode: damaged or not a {path.suffix} image ({first_line(exc)})") from None
     if tiff and grey_alpha:
         raise ImageError(f"{path}: grey+alpha TIFF is not supported (OpenCV drops its alpha): save it as PNG")
     if tiff and tiff_orientation >= 5:
@@ -265,11 +265,6 @@ def _exif_tags(block: bytes | None) -> PILImage.Exif:
 
 def _first(value: object) -> object:
     return value[0] if isinstance(value, tuple) and value else value
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -346,7 +341,7 @@ def _decode_with_pillow(path: Path, data: np.ndarray) -> np.ndarray:
         with _pillow_quiet(), PILImage.open(io.BytesIO(data.tobytes())) as im:
             rgba = np.asarray(im.convert("RGBA") if im.mode != "RGBA" else im)
     except Exception as exc:  # noqa: BLE001 - as in _read_header
-        raise ImageError(f"{path}: corrupt or truncated: {_one_line(exc)}") from None
+        raise ImageError(f"{path}: corrupt or truncated: {first_line(exc)}") from None
     return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
 
 

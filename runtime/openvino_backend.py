@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.errors import first_line
 from runtime.backend import Backend, BackendError, BackendOutOfMemory
 from runtime.cores import usable_cores
 from runtime.fetch import cache_dir
@@ -77,7 +78,7 @@ class OpenVINOBackend(Backend):
         try:
             compiled = core.compile_model(str(self.onnx_path), "CPU", config)
         except RuntimeError as exc:
-            raise BackendError(f"openvino: cannot compile {self.onnx_path}: {str(exc).splitlines()[0]}") from None
+            raise BackendError(f"openvino: cannot compile {self.onnx_path}: {first_line(exc)}") from None
         used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if used != PRECISIONS[self._precision]:
             raise BackendError(f"openvino: asked for {self._precision}, the CPU plugin computes in {used}")
@@ -88,7 +89,7 @@ class OpenVINOBackend(Backend):
             return self._request.infer({0: batch})[0].copy()
         except RuntimeError as exc:
             if "memory" in str(exc).lower() or "alloc" in str(exc).lower():
-                raise BackendOutOfMemory(str(exc).splitlines()[0]) from None
+                raise BackendOutOfMemory(first_line(exc)) from None
             raise
 
     def deactivate_impl(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from export.cuda_device import cuda_device
+from export.errors import first_line
 from runtime.backend import Backend, BackendError, BackendOutOfMemory
 from runtime.cores import usable_cores
 
@@ -71,7 +72,7 @@ class ORTBackend(Backend):
         try:
             self._session = ort.InferenceSession(str(self.onnx_path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
-            raise BackendError(f"onnxruntime: cannot load {self.onnx_path}: {str(exc).splitlines()[0]}") from None
+            raise BackendError(f"onnxruntime: cannot load {self.onnx_path}: {first_line(exc)}") from None
         if self.device == "cuda" and self._session.get_providers()[0] != "CUDAExecutionProvider":
             self._session = None
             raise BackendError(
@@ -84,7 +85,7 @@ class ORTBackend(Backend):
             return self._session.run(None, {self._session.get_inputs()[0].name: batch})[0]
         except Exception as exc:  # out-of-memory arrives as a generic runtime failure with this text
             if "Failed to allocate memory" in str(exc) or "out of memory" in str(exc).lower():
-                raise BackendOutOfMemory(str(exc).splitlines()[0]) from None
+                raise BackendOutOfMemory(first_line(exc)) from None
             raise
 
     def deactivate_impl(self) -> None:

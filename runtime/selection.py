@@ -21,7 +21,7 @@ from export.artifacts import MANIFEST, MODULES, artifact_path, load_manifest, on
 from export.canary import canary_input, judge, read_canary
 from export.cli import BACKENDS
 from export.cuda_device import cuda_device
-from export.errors import DeployError
+from export.errors import DeployError, first_line
 from export.fileutil import sha256_file
 from runtime.backend import Backend, BackendError
 from runtime.fetch import cache_dir, fetch_checkpoint
@@ -50,7 +50,7 @@ def onnx_precision(path: Path) -> str:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as exc:
-        raise DeployError(f"{path}: not an ONNX model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise DeployError(f"{path}: not an ONNX model ({first_line(exc)})") from None
     return "fp16" if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer) else "fp32"
 
 
@@ -221,7 +221,7 @@ def self_check(backend: Backend, model: Model) -> None:
     try:
         output = backend.infer(inputs)
     except (ValueError, RuntimeError) as exc:  # a graph that is not LSANet's can fail on the canary's shape
-        raise BackendError(f"self-check failed: {str(exc).splitlines()[0]}") from None
+        raise BackendError(f"self-check failed: {first_line(exc)}") from None
     if reason := judge(output, inputs, reference, backend.precision):
         raise BackendError(f"self-check failed: {reason}")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.errors import first_line
 from runtime.backend import Backend, BackendError, BackendOutOfMemory
 
 
@@ -45,7 +46,7 @@ class TorchBackend(Backend):
             with torch.inference_mode():
                 return self._model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
         except torch.OutOfMemoryError as exc:
-            raise BackendOutOfMemory(str(exc).splitlines()[0]) from None
+            raise BackendOutOfMemory(first_line(exc)) from None
 
     def deactivate_impl(self) -> None:
         self._model = None
