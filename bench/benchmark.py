@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from skimage import data
 
-from runtime.backend import Backend
+from runtime.backends.base import Backend
 from runtime.tiling import TileConfig, upscale
 
 TILE = 256
@@ -95,11 +95,11 @@ class EagerReference(Backend):
 
 
 def candidates(ckpt: Path, engines: Path) -> list[Backend]:
-    from export.artifacts import onnx_file
-    from export.cuda_device import cuda_device
-    from runtime.openvino_backend import OpenVINOBackend
-    from runtime.ort_backend import ORTBackend
-    from runtime.torch_backend import TorchBackend
+    from core.artifacts import onnx_file
+    from core.nvidia import cuda_device
+    from runtime.backends.onnxruntime import ORTBackend
+    from runtime.backends.openvino import OpenVINOBackend
+    from runtime.backends.pytorch import TorchBackend
 
     fp32, fp16 = engines / onnx_file("fp32"), engines / onnx_file("fp16")
     backends: list[Backend] = [
@@ -111,7 +111,7 @@ def candidates(ckpt: Path, engines: Path) -> list[Backend]:
         TorchBackend(ckpt, device="cpu"),
     ]
     if cuda_device() is not None:
-        from runtime.trt_backend import TensorRTBackend
+        from runtime.backends.tensorrt import TensorRTBackend
 
         for engine in sorted(engines.glob("*.engine")):
             backends.append(TensorRTBackend(engine, fp32))

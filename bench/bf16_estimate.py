@@ -20,13 +20,13 @@ import numpy as np
 import onnx
 import torch
 
+from core.metrics import compare
 from export.bf16 import bf16_estimate
 from export.checkpoint import load_checkpoint
 from export.fuse import fuse
-from export.metrics import compare
 from export.onnx_export import export_fp32
 from export.parity import gate_inputs
-from runtime.openvino_backend import OpenVINOBackend, cpu_has_bf16
+from runtime.backends.openvino import OpenVINOBackend, cpu_has_bf16
 
 
 def main() -> None:

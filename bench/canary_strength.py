@@ -1,5 +1,5 @@
 """What the self-check catches: every convolution of the public model negated in turn, judged against the
-stored reference and by the plausibility bound alone (export/canary.py's comment quotes these figures).
+stored reference and by the plausibility bound alone (core/canary.py's comment quotes these figures).
 
     python -m bench.canary_strength --ckpt ../shared/weights/team44_LSANet.pth
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.canary import PLAUSIBLE_PSNR, canary_input, shrink
+from core.canary import PLAUSIBLE_PSNR, canary_input, shrink
+from core.metrics import psnr
 from export.checkpoint import load_checkpoint
 from export.fuse import fuse
-from export.metrics import psnr
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 from skimage import data
 
-from runtime.app import Request, upscale_files
-from runtime.cluster import Settings, run_cluster
-from runtime.job import Options
+from runtime.app import upscale_files
+from runtime.cluster import run_cluster
+from runtime.settings import Settings
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -57,18 +57,16 @@ def main() -> None:
     folder = work / "in"
     folder.mkdir()
     make_photos(folder, args.images)
-    engines = str(args.engines_dir)
+    settings = Settings(engines_dir=args.engines_dir, quiet=True)
 
     def local(pipelined: bool) -> Callable[[Path], int]:
         def job(out: Path) -> int:
-            request = Request(str(folder), Options(out), engines_dir=args.engines_dir, quiet=True, pipelined=pipelined)
-            return upscale_files(request)
+            return upscale_files(str(folder), out, settings, pipelined=pipelined)
 
         return job
 
     def cluster(actors: int) -> Callable[[Path], int]:
-        return lambda out: run_cluster(str(folder), str(out), settings=Settings(engines_dir=engines, actors=actors),
-                                       options=Options(out), quiet=True)  # fmt: skip
+        return lambda out: run_cluster(str(folder), str(out), settings, actors=actors)
 
     start = time.perf_counter()
     # 4 logical CPUs on 2 cores: with 2, two CPU actors would hold both and starve the decode and commit tasks.

@@ -3,12 +3,12 @@
     python -m bench.folder_throughput [--engines-dir engines] [--rounds 3]
 
 - A folder of 16 real photos (scikit-image's) of mixed sizes and kinds (colour, grey), upscaled to PNG by
-  runtime/job.py's sequential run and runtime/pipelined.py's, with the real backend: images per second,
+  runtime/jobs/plan.py's sequential run and runtime/jobs/pipelined.py's, with the real backend: images per second,
   round-robin medians.
 - The I/O ceiling: the same two runs with an instant stand-in for the network (a nearest-neighbour x4 resize,
   benchmark only), on 1 core and on all cores (CPU affinity), which is what a fast GPU leaves.
 - PNG writers on the network's x4 results of those photos and of one large photo, size and encode time:
-  runtime/png.py (what runtime/imageio.py writes) on one thread and on all cores, and on Python's own zlib
+  runtime/images/png.py (what runtime/images/io.py writes) on one thread and on all cores, and on Python's own zlib
   instead of zlib-ng, against OpenCV's default PNG (what it wrote before) and OpenCV's compression levels
   0-9 (IMWRITE_PNG_COMPRESSION); every file is checked to decode exactly.
 """
@@ -30,11 +30,14 @@ import cv2
 import numpy as np
 from skimage import data
 
-from runtime import Upscaler, png
+from runtime import Upscaler
 from runtime.cores import usable_cores
-from runtime.imageio import Image, read_image
-from runtime.job import Options, run_job
-from runtime.pipelined import run_pipelined
+from runtime.images import png
+from runtime.images.io import Image, read_image
+from runtime.jobs.pipelined import run_pipelined
+from runtime.jobs.plan import plan_outputs
+from runtime.jobs.step import run_sequential
+from runtime.settings import Settings
 
 PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "camera", "hubble_deep_field", "immunohistochemistry", "cat",
@@ -69,7 +72,8 @@ def timed_runs(sources: list[Path], runners: dict[str, Callable], rounds: int, w
         for name, runner in runners.items():
             out = work / f"out-{round_}-{len(times[name])}-{name.replace(' ', '_')}"
             start = time.perf_counter()
-            outcome = runner(sources, Options(out))
+            out.mkdir()
+            outcome = runner(list(zip(sources, plan_outputs(sources, False, out, Settings()))))
             seconds = time.perf_counter() - start
             assert not outcome.failed, outcome.failed
             shutil.rmtree(out)
@@ -80,8 +84,8 @@ def timed_runs(sources: list[Path], runners: dict[str, Callable], rounds: int, w
 
 def png_writers(results: list[np.ndarray], repeats: int, levels: bool) -> None:
     """Size and median encode time of each writer for all `results` (RGB or grey), round-robin; OpenCV's
-    levels 0-9 too when `levels`. runtime/png.py also runs on Python's own zlib, for comparison."""
-    cores = usable_cores()  # what runtime/png.py uses by default
+    levels 0-9 too when `levels`. runtime/images/png.py also runs on Python's own zlib, for comparison."""
+    cores = usable_cores()  # what runtime/images/png.py uses by default
     bgr = [r if r.ndim == 2 else np.ascontiguousarray(r[..., ::-1]) for r in results]
 
     def ours(threads: int, deflate: object | None = None) -> Callable[[], list[bytes]]:
@@ -101,8 +105,8 @@ def png_writers(results: list[np.ndarray], repeats: int, levels: bool) -> None:
 
     opencv = lambda params: lambda: [cv2.imencode(".png", image, params)[1].tobytes() for image in bgr]
     writers = {"OpenCV default (no parameter; what was written before)": opencv([])}
-    writers |= {"runtime/png.py, 1 thread": ours(1), f"runtime/png.py, {cores} threads": ours(cores)}
-    writers |= {"runtime/png.py on Python's zlib, 1 thread": ours(1, zlib)}
+    writers |= {"runtime/images/png.py, 1 thread": ours(1), f"runtime/images/png.py, {cores} threads": ours(cores)}
+    writers |= {"runtime/images/png.py on Python's zlib, 1 thread": ours(1, zlib)}
     if levels:
         writers |= {f"OpenCV level {level}": opencv([cv2.IMWRITE_PNG_COMPRESSION, level]) for level in range(10)}
     sizes, times = {}, {name: [] for name in writers}
@@ -136,10 +140,11 @@ def main() -> None:
         pixels = sum(read_image(p).colour.shape[0] * read_image(p).colour.shape[1] for p in sources)
         print(f"{len(sources)} photos, {pixels / 1e6:.2f} MP in all; backend {upscaler.backend}; {len(cores)} cores\n")
         network = lambda image, _source: upscaler.upscale_image(image)
+        limit = Settings().max_pixels
         runners = {
-            "sequential": lambda s, o: run_job(s, False, o, network),
-            "pipelined": lambda s, o: run_pipelined(s, False, o, network, encoders=1),
-            "pipelined, 2 encoders": lambda s, o: run_pipelined(s, False, o, network, encoders=2),
+            "sequential": lambda pairs: run_sequential(pairs, network, False, limit),
+            "pipelined": lambda pairs: run_pipelined(pairs, network, False, limit, encoders=1),
+            "pipelined, 2 encoders": lambda pairs: run_pipelined(pairs, network, False, limit, encoders=2),
         }
         times = timed_runs(sources, runners, args.rounds, work)
         print("| run (real backend) | s per folder | images/s | vs sequential |\n|---|---|---|---|")
@@ -150,9 +155,9 @@ def main() -> None:
         for allowed in ([cores[0]], cores):
             os.sched_setaffinity(0, allowed)  # threads started from here on inherit it
             ceiling = {
-                "sequential": lambda s, o: run_job(s, False, o, stand_in),
-                "pipelined": lambda s, o: run_pipelined(s, False, o, stand_in, encoders=1),
-                "pipelined, 2 encoders": lambda s, o: run_pipelined(s, False, o, stand_in, encoders=2),
+                "sequential": lambda pairs: run_sequential(pairs, stand_in, False, limit),
+                "pipelined": lambda pairs: run_pipelined(pairs, stand_in, False, limit, encoders=1),
+                "pipelined, 2 encoders": lambda pairs: run_pipelined(pairs, stand_in, False, limit, encoders=2),
             }
             times = timed_runs(sources, ceiling, args.rounds, work)
             for name, seconds in times.items():

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export.artifacts import MANIFEST, MODULES, load_manifest
-from export.cuda_device import CudaDevice, cuda_device
-from export.metrics import compare, y_psnr
-from export.thresholds import THRESHOLDS
-from runtime.backend import Backend, BackendError
+from core.artifacts import MANIFEST, MODULES, load_manifest
+from core.metrics import compare, y_psnr
+from core.nvidia import CudaDevice, cuda_device
+from core.thresholds import THRESHOLDS
+from runtime.backends.base import Backend, BackendError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -107,7 +107,7 @@ class References:
     """ONNX Runtime CPU FP32 and (where torch is installed) PyTorch outputs for the shape matrix, clamped."""
 
     def __init__(self, folder: Path, ckpt: Path | None, report: Report) -> None:
-        from runtime.ort_backend import ORTBackend
+        from runtime.backends.onnxruntime import ORTBackend
 
         self.outputs: dict[str, dict[str, np.ndarray]] = {}
         with ORTBackend(folder / "lsanet_x4_fp32.onnx", "fp32", "cpu") as ort:
@@ -165,7 +165,11 @@ def export_folder(args: argparse.Namespace, device: CudaDevice | None, scratch: 
 
 def check_engine(flavor: str, folder: Path, device: CudaDevice | None, refs: References, report: Report) -> None:
     """Build time, I/O, validity, device memory, context cold and warm, runtime cache, then the shape matrix."""
-    from runtime.trt_backend import TensorRTBackend, check_compatibility, gpu_modules
+    from runtime.backends.tensorrt import (
+        TensorRTBackend,
+        check_compatibility,
+        gpu_modules,
+    )
 
     manifest = load_manifest(folder)
     engine = next((folder / a["file"] for a in manifest["artifacts"] if a.get("flavor") == flavor), None)
@@ -215,7 +219,7 @@ def check_engine(flavor: str, folder: Path, device: CudaDevice | None, refs: Ref
 
 
 def check_ort_cuda(folder: Path, refs: References, report: Report) -> None:
-    from runtime.ort_backend import ORTBackend
+    from runtime.backends.onnxruntime import ORTBackend
 
     for precision in ("fp32", "fp16"):
         backend = ORTBackend(folder / f"lsanet_x4_{precision}.onnx", precision, "cuda")

@@ -1,4 +1,4 @@
-"""What the load-time self-check (export/canary.py) costs per backend: median of repeated runs, next to the
+"""What the load-time self-check (core/canary.py) costs per backend: median of repeated runs, next to the
 backend's own load time, on an exported folder.
 
     python -m bench.selfcheck --engines-dir engines
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.openvino_backend import OpenVINOBackend
-from runtime.ort_backend import ORTBackend
-from runtime.selection import Model, self_check
+from runtime.backends.onnxruntime import ORTBackend
+from runtime.backends.openvino import OpenVINOBackend
+from runtime.model.source import Model, self_check
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 from skimage import data
 
-from export.artifacts import onnx_file
-from export.metrics import psnr, y_psnr
-from runtime.openvino_backend import OpenVINOBackend
-from runtime.ort_backend import ORTBackend
+from core.artifacts import onnx_file
+from core.metrics import psnr, y_psnr
+from runtime.backends.onnxruntime import ORTBackend
+from runtime.backends.openvino import OpenVINOBackend
 from runtime.tiling import TileConfig, plan, upscale
 
 WHOLE = TileConfig(tile=10**6)

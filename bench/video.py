@@ -22,7 +22,7 @@ import numpy as np
 from skimage import data
 
 from runtime import Upscaler
-from runtime.video import VideoResult, upscale_video
+from runtime.video.upscale import VideoResult, upscale_video
 
 
 def make_pan(path: Path, frames: int, width: int, height: int) -> Path:
@@ -87,7 +87,7 @@ def main() -> None:
     lines = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        Upscaler(args.backend, ckpt=args.ckpt, engines_dir=args.engines_dir) as up,
+        Upscaler(backend=args.backend, ckpt=args.ckpt, engines_dir=args.engines_dir) as up,
     ):
         folder = Path(tmp)
         clip = make_pan(folder / "pan320.mp4", args.frames, 320, 180)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from export.errors import DeployError, first_line
+from core.errors import DeployError, first_line
 from export.model import LSANet
 
 NESTED_KEYS = ("params_ema", "params")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from export.cli import KEYS, int_at_least
+from core.vocabulary import KEYS, int_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from export.artifacts import RTX_DEFAULT_TARGETS
-    from export.tensorrt_common import rtx_targets
+    from core.artifacts import RTX_DEFAULT_TARGETS
+    from core.tensorrt_common import rtx_targets
     from export.trt_build import Profile, parse_shape
 
     default = Profile()
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from export.errors import run_command
+    from core.command import run_command
 
     return run_command(lambda: run(args), args.debug, "the output folder was left as it was")
 

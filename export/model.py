@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.contract import MIN_SIZE, SCALE
+from core.descriptor import MIN_SIZE, SCALE
 
 FEATURES = 36
 BLOCKS = 6

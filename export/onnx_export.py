@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import onnx
 import torch
 
-from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
-from export.errors import DeployError, first_line
+from core.descriptor import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
+from core.errors import DeployError, first_line
 from export.fuse import fuse
 from export.model import LSANet
 

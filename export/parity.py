@@ -24,12 +24,12 @@ import numpy as np
 import onnx
 import torch
 
+from core.descriptor import INPUT_NAME
+from core.errors import DeployError
+from core.metrics import Comparison, compare
+from core.thresholds import THRESHOLDS
 from export.bf16 import bf16_estimate
-from export.contract import INPUT_NAME
-from export.errors import DeployError
 from export.hard_inputs import hard_inputs
-from export.metrics import Comparison, compare
-from export.thresholds import THRESHOLDS
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 CHAOTIC = ("uniform-noise", "binary-noise", "checkerboard")
@@ -161,7 +161,7 @@ def _judge(name: str, kind: str, pair: str, ref: np.ndarray, test: np.ndarray, s
     if raw.nonfinite:
         allowed, passed = "no NaN/Inf", False
     elif pair == BF16_PAIR:
-        # bf16 reaches 14-16/255 on a few pixels of some photos (export/thresholds.py) and is far past the
+        # bf16 reaches 14-16/255 on a few pixels of some photos (core/thresholds.py) and is far past the
         # chaotic rule: its rule here is the self-check's PSNR floor, on photos and smooth fields.
         if kind == "chaotic":
             allowed, passed = "reported only", True

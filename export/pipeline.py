@@ -16,17 +16,17 @@ from pathlib import Path
 
 import torch
 
-from export.artifacts import FORMAT, MANIFEST, MODULES, engine_file, onnx_file
-from export.canary import CANARY_FILE, canary_input, write_canary
-from export.checkpoint import load_checkpoint
-from export.contract import LSANET
-from export.errors import DeployError
-from export.fileutil import (
+from core.artifacts import FORMAT, MANIFEST, MODULES, engine_file, onnx_file
+from core.canary import CANARY_FILE, canary_input, write_canary
+from core.descriptor import LSANET
+from core.errors import DeployError
+from core.files import (
     atomic_write_bytes,
     make_writable_folder,
     sha256_file,
     temporary_folder,
 )
+from export.checkpoint import load_checkpoint
 from export.fp16 import KEEP_FP32, to_fp16
 from export.onnx_export import OPSET, export_fp32
 from export.parity import ParityReport, enforce, run_gate

@@ -4,7 +4,7 @@ standard TensorRT 10.x/11.x (`tensorrt`, needs a GPU), through one code path, ea
 Follows ../shared/docs/tensorrt-notes.md: strongly typed networks (precision lives in the ONNX graph; there
 is no FP16 flag in TensorRT 11 and TensorRT-RTX), name-based profiles, parse errors read from the parser,
 None from build_serialized_network treated as a failure, a timing cache kept next to standard engines.
-The network is checked before building (FP32 I/O named as export/contract.py says, FP16 convolutions in an
+The network is checked before building (FP32 I/O named as core/descriptor.py says, FP16 convolutions in an
 FP16 build, `is_network_supported`), and a build can be cancelled by a signal (IProgressMonitor).
 """
 
@@ -22,14 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from export.artifacts import MODULES, RTX_DEFAULT_TARGETS, SidecarError, read_sidecar
-from export.contract import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
-from export.cuda_device import CudaDevice, cuda_device
-from export.errors import DeployError
-from export.fileutil import atomic_write_bytes, sha256_file
-from export.tensorrt_common import process_logger, rtx_targets
+from core.artifacts import MODULES, RTX_DEFAULT_TARGETS, SidecarError, read_sidecar
+from core.descriptor import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
+from core.errors import DeployError
+from core.files import atomic_write_bytes, sha256_file
+from core.nvidia import CudaDevice, cuda_device
+from core.signals import STOP_SIGNALS
+from core.tensorrt_common import process_logger, rtx_targets
 
-# What the runtime really sends (runtime/tiling.py's TileConfig defaults through runtime/selection.py's
+# What the runtime really sends (runtime/tiling.py's TileConfig defaults through runtime/model/source.py's
 # tile_config): batches of 1 tile, at most DEPLOY_TILE x DEPLOY_TILE LR pixels, no side longer than the
 # profile's max side. The default profile's max is exactly that, and the runtime sizes its buffers from the
 # engine's max, so the profile is the one setting both follow (tests/test_trt_build.py ties them together).
@@ -141,7 +142,6 @@ def _reusable(engine: Path, key: str) -> dict | None:
     return sidecar if sidecar.get("build_key") == key else None
 
 
-CANCEL_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextmanager
@@ -176,8 +176,8 @@ def cancellable(trt: ModuleType, config) -> Iterator[list[int]]:
         return
     monitor = Monitor()  # held here: the config may not keep the Python object alive
     config.progress_monitor = monitor
-    previous = {sig: signal.getsignal(sig) for sig in CANCEL_SIGNALS}
-    for sig in CANCEL_SIGNALS:
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: received.append(signum))
     try:
         yield received
@@ -195,7 +195,7 @@ def check_network(trt: ModuleType, builder, network, config, precision: str) -> 
         raise EngineBuildError(f"expected one input and one output, got {network.num_inputs}/{network.num_outputs}")
     for tensor, name in ((network.get_input(0), INPUT_NAME), (network.get_output(0), OUTPUT_NAME)):
         if tensor.name != name or tensor.dtype != trt.float32:
-            raise EngineBuildError(f"I/O tensor {tensor.name} ({tensor.dtype}): expected {name} in FP32 (export/contract.py)")
+            raise EngineBuildError(f"I/O tensor {tensor.name} ({tensor.dtype}): expected {name} in FP32 (core/descriptor.py)")
     convolutions = [network.get_layer(i) for i in range(network.num_layers)]
     convolutions = [layer for layer in convolutions if layer.type == trt.LayerType.CONVOLUTION]
     half = sum(layer.get_output(0).dtype == trt.float16 for layer in convolutions)

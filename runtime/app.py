@@ -1,139 +1,90 @@
-"""What `upscale.py` does, as a library call: pick the model and backend, then upscale the files."""
+"""What `upscale.py` does, as library calls: plan the run, open an `Upscaler`, drive the per-file step
+(runtime/jobs/step.py) sequentially or pipelined, and print what a user reads on stderr."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.errors import DeployError, one_line
-from runtime.imageio import DEFAULT_MAX_PIXELS, Image
-from runtime.job import (
-    Options,
-    plan_outputs,
-    previous_results,
-    resolve_inputs,
-    run_job,
-    tiles_for,
-)
-from runtime.pipelined import run_pipelined, stderr_stream
+from core.errors import DeployError, one_line
+from runtime.images.io import Image
+from runtime.jobs.pipelined import run_pipelined, stderr_stream
+from runtime.jobs.plan import make_output_folder, plan_run
+from runtime.jobs.step import run_sequential
+from runtime.settings import Settings
 from runtime.upscaler import Upscaler
-
-
-@dataclass
-class Request:
-    inputs: str
-    options: Options
-    backend: str = "auto"
-    precision: str | None = None
-    tile: int | None = None
-    overlap: int | None = None
-    ckpt: Path | None = None
-    onnx: Path | None = None
-    engine: Path | None = None
-    engines_dir: Path | None = None  # None: the lookup order of runtime/selection.py engines_dirs()
-    key: str | None = None
-    quiet: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    pipelined: bool = True  # several inputs: decode, inference and encode overlapped (runtime/pipelined.py)
-    video: dict = field(default_factory=dict)  # codec, crf, preset for a video input (runtime/video.py)
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _upscaler(request: Request) -> Upscaler:
-    return Upscaler(
-        request.backend, request.precision, request.tile, request.overlap, ckpt=request.ckpt, onnx=request.onnx,
-        engine=request.engine, engines_dir=request.engines_dir, key=request.key, max_pixels=request.max_pixels,
-    )  # fmt: skip
-
-
 def _announce(upscaler: Upscaler) -> None:
     _say(f"model: {upscaler.model.origin}")
-    _say(f"backend: {upscaler.backend} - {upscaler.reason}")
-    for line in upscaler.skipped:
+    _say(f"backend: {upscaler.backend} - {upscaler.choice.reason}")
+    for line in upscaler.choice.skipped:
         _say(f"  skipped {line}")
 
 
-def upscale_video_file(request: Request) -> int:
-    """One video in, one video out (runtime/video.py); the output defaults to `<name><suffix>` beside it."""
-    try:
-        from runtime.video import upscale_video
-        from runtime.video_codecs import CONTAINERS
-    except ImportError:
-        raise DeployError(f"{request.inputs}: videos need PyAV: pip install -e '.[video]'") from None
-    source = Path(request.inputs)
+def upscale_video_file(source: Path, output: Path | None, settings: Settings) -> int:
+    """One video in, one video out (runtime/video/upscale.py); the output defaults to `<name><suffix>` beside it."""
+    from runtime.video import load
+
+    upscale_video, containers = load(source)
     if not source.is_file():
         raise DeployError(f"{source}: no such file")
-    target = request.options.output
+    target = output
     if target is None:
-        suffix = source.suffix if source.suffix.lower() in CONTAINERS else ".mkv"
-        target = source.with_name(f"{source.stem}{request.options.suffix}{suffix}")
-    with _upscaler(request) as upscaler:
-        if not request.quiet:
+        suffix = source.suffix if source.suffix.lower() in containers else ".mkv"
+        target = source.with_name(f"{source.stem}{settings.suffix}{suffix}")
+    with Upscaler(settings) as upscaler:
+        if not settings.quiet:
             _announce(upscaler)
-        result = upscale_video(
-            source, target, upscaler, **request.video, overwrite=request.options.overwrite, progress=not request.quiet
-        )
+        result = upscale_video(source, target, upscaler, progress=not settings.quiet)
     for line in result.dropped:
         _say(f"warning: left out {line}")
-    if not request.quiet:
+    if not settings.quiet:
         _say(f"1 written, 0 failed: {result.target} ({result.frames} frames, {result.encoder})")
     return 0
 
 
-def upscale_on_cluster(request: Request, address: str | None) -> int:
+def upscale_on_cluster(inputs: str, output: Path | None, settings: Settings, address: str | None) -> int:
     """The same job on a Ray cluster (runtime/cluster.py): inputs and OUTPUT local, shared or s3://, gs://."""
     try:
-        from runtime.cluster import Settings, run_cluster
+        from runtime.cluster import run_cluster
     except ImportError:
         raise DeployError("--cluster ray needs Ray Data: pip install -e '.[cluster]'") from None
-    if request.options.output is None:
+    if output is None:
         raise DeployError("--cluster ray needs an OUTPUT folder")
-    if request.engine is not None or request.key is not None:
+    if settings.engine is not None or settings.key is not None:
         raise DeployError("--cluster ray takes its model from --engines-dir, --onnx or --ckpt (not --engine or --key)")
-    settings = Settings(
-        request.backend, request.precision, request.tile, request.overlap, ckpt=_text(request.ckpt),
-        onnx=_text(request.onnx), engines_dir=_text(request.engines_dir), max_pixels=request.max_pixels,
-    )  # fmt: skip
-    return run_cluster(request.inputs, str(request.options.output), address=address, settings=settings,
-                       options=request.options, quiet=request.quiet)  # fmt: skip
+    return run_cluster(inputs, str(output), settings, address=address)
 
 
-def _text(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
-def upscale_files(request: Request) -> int:
-    """Run the request; returns the exit status (1 if any image failed). DeployError escapes for setup errors."""
+def upscale_files(inputs: str, output: Path | None, settings: Settings, pipelined: bool = True) -> int:
+    """Run the images INPUT names into OUTPUT; returns the exit status (1 if any image failed). DeployError
+    escapes for setup errors. `pipelined`: several inputs are decoded, upscaled and encoded overlapped."""
     from tqdm import tqdm
 
-    found = resolve_inputs(request.inputs)
-    sources, single = found.files, found.single
-    if not single and (earlier := previous_results(sources, request.options.suffix)):
-        sources = [s for s in sources if s not in earlier]
-        if not request.quiet:
-            _say(f"skipping {len(earlier)} earlier result(s) among the inputs (names ending in {request.options.suffix})")
-    for path, why in found.skipped:
+    run_plan = plan_run(inputs, output, settings)  # a bad --ext or a collision fails before any model loads
+    pairs, single, quiet = run_plan.pairs, run_plan.single, settings.quiet
+    if run_plan.earlier and not quiet:
+        _say(f"skipping {len(run_plan.earlier)} earlier result(s) among the inputs (names ending in {settings.suffix})")
+    for path, why in run_plan.skipped:
         _say(one_line(f"skipped {path}: {why}"))
-    plan_outputs(sources, single, request.options)  # a bad --ext or a collision fails before any model loads
-    upscaler = _upscaler(request)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(upscaler)
-        if not request.quiet:
+        upscaler = stack.enter_context(Upscaler(settings))
+        if not quiet:
             _announce(upscaler)
-        pipelined = request.pipelined and not single
+        make_output_folder(output, single)
+        pipelined = pipelined and not single
         stream = stderr_stream() if pipelined else sys.stderr
-        images = stack.enter_context(
-            tqdm(total=len(sources), unit="image", disable=request.quiet or single, file=stream)
-        )
+        images = stack.enter_context(tqdm(total=len(pairs), unit="image", disable=quiet or single, file=stream))
 
         def upscale_one(image: Image, source: Path) -> Image:
-            total = tiles_for(image, upscaler.config)
-            with tqdm(total=total, unit="tile", desc=source.name, leave=False, disable=request.quiet or total < 2,
+            total = upscaler.passes(image)
+            with tqdm(total=total, unit="tile", desc=source.name, leave=False, disable=quiet or total < 2,
                       file=stream) as bar:  # fmt: skip
                 result = upscaler.upscale_image(image, bar.update, source)
             images.update(1)
@@ -142,10 +93,10 @@ def upscale_files(request: Request) -> int:
         def report(_source: Path, message: str) -> None:
             images.write(f"error: {one_line(message)}", file=stream)
 
-        run = run_pipelined if pipelined else run_job
-        outcome = run(sources, single, request.options, upscale_one, report, request.max_pixels)
-    if not request.quiet or outcome.failed or found.skipped:
+        run = run_pipelined if pipelined else run_sequential
+        outcome = run(pairs, upscale_one, settings.overwrite, settings.max_pixels, report)
+    if not quiet or outcome.failed or run_plan.skipped:
         done = f"{len(outcome.written)} written, {len(outcome.failed)} failed"
-        done += f", {len(found.skipped)} skipped" if found.skipped else ""
+        done += f", {len(run_plan.skipped)} skipped" if run_plan.skipped else ""
         _say(f"{done}: {outcome.written[0]}" if single and outcome.written else done)
     return 1 if outcome.failed else 0

@@ -10,7 +10,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from export.cli import BACKENDS, KEYS, VIDEO_SUFFIXES, int_at_least
+from core.vocabulary import (
+    BACKENDS,
+    KEYS,
+    VIDEO_CODECS,
+    VIDEO_CONTAINERS,
+    VIDEO_SUFFIXES,
+    int_at_least,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tile", type=int_at_least(0),
                         help="pixel budget of one pass: at most N x N LR pixels (default 512; 0 = as large as memory allows)")  # fmt: skip
     parser.add_argument("--max-pixels", type=int_at_least(1), default=None, metavar="N",
-                        help="refuse inputs of more than N pixels (default: runtime/imageio.py DEFAULT_MAX_PIXELS)")  # fmt: skip
+                        help="refuse inputs of more than N pixels (default: runtime/images/io.py DEFAULT_MAX_PIXELS)")  # fmt: skip
     parser.add_argument("--overlap", type=int_at_least(0), help="LR pixels of context around each tile (default 16)")
     parser.add_argument("--ckpt", type=Path, help="use this checkpoint instead of engines/manifest.json")
     parser.add_argument("--onnx", type=Path, help="use this ONNX graph")
@@ -46,53 +53,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster", choices=["ray"],
                         help="run the job on a Ray cluster with Ray Data (pip install -e '.[cluster]'); needs OUTPUT")  # fmt: skip
     parser.add_argument("--ray-address", help="Ray cluster to connect to (default: $RAY_ADDRESS, else a local Ray)")
-    try:
-        from runtime.video import add_video_arguments
-    except ImportError:  # without the [video] extra, a video input says how to get it
-        return parser
-    add_video_arguments(parser)
+    video = parser.add_argument_group(
+        "video", f"for video inputs ({', '.join(sorted(VIDEO_SUFFIXES))}); the output's extension "
+        f"({', '.join(VIDEO_CONTAINERS)}) picks the container; other streams are copied unchanged",
+    )  # fmt: skip
+    video.add_argument("--codec", metavar="NAME",
+                       help=f"video encoder: {', '.join(VIDEO_CODECS)} (default: h264 for 8-bit sources, hevc for 10-bit "
+                            "or beyond H.264's size limits; in .webm vp9, or av1 for 10-bit; ffv1 is lossless, .mkv)")  # fmt: skip
+    video.add_argument("--crf", "--quality", dest="crf", type=int, metavar="N",
+                       help="constant quality, lower is better: h264 18, hevc 20 (0-51), av1 30 (1-63), vp9 24 (0-63) "
+                            "by default")  # fmt: skip
+    video.add_argument("--preset", metavar="NAME",
+                       help="encoder speed: h264/hevc ultrafast..veryslow (default medium), av1 0-13 (default 8), "
+                            "vp9 cpu-used 0-8 (default 4), prores profile proxy..4444xq (default hq)")  # fmt: skip
     return parser
 
 
 def run(argv: list[str] | None) -> int:
-    """Parse, then hand the request to the library (runtime/app.py)."""
+    """Parse, then hand the run to the library (runtime/app.py)."""
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
 
-    from runtime.app import (
-        Request,
-        upscale_files,
-        upscale_on_cluster,
-        upscale_video_file,
-    )
-    from runtime.job import Options
+    from runtime.app import upscale_files, upscale_on_cluster, upscale_video_file
+    from runtime.settings import Settings
 
-    request = Request(
-        inputs=args.input,
-        options=Options(args.output, args.suffix, args.ext, args.overwrite),
-        backend=args.backend,
-        precision=args.precision,
-        tile=args.tile,
-        overlap=args.overlap,
-        ckpt=args.ckpt,
-        onnx=args.onnx,
-        engine=args.engine,
-        engines_dir=args.engines_dir,
-        key=args.key,
-        quiet=args.quiet,
-        **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
-    )
+    fields = ("ckpt", "onnx", "engine", "engines_dir", "key", "backend", "precision", "tile", "overlap",
+              "suffix", "ext", "overwrite", "codec", "crf", "preset", "quiet")  # fmt: skip
+    settings = Settings(**{name: getattr(args, name) for name in fields},
+                        **({"max_pixels": args.max_pixels} if args.max_pixels else {}))  # fmt: skip
     if args.cluster == "ray":
-        return upscale_on_cluster(request, args.ray_address)
+        return upscale_on_cluster(args.input, args.output, settings, args.ray_address)
     if Path(args.input).suffix.lower() in VIDEO_SUFFIXES:
-        request.video = {"codec": args.codec, "crf": args.crf, "preset": args.preset} if "codec" in args else {}
-        return upscale_video_file(request)
-    return upscale_files(request)
+        return upscale_video_file(Path(args.input), args.output, settings)
+    return upscale_files(args.input, args.output, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Everything, parsing included, runs inside the wrapper: Ctrl-C at any moment is a clean exit."""
-    from export.errors import run_command
+    from core.command import run_command
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     return run_command(lambda: run(argv), debug, "no partial file was left")

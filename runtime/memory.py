@@ -7,6 +7,10 @@ import math
 import os
 from pathlib import Path
 
+from core.descriptor import SCALE
+from core.errors import ImageError
+from runtime.cgroup import memory_room
+
 # Peak host memory of one pass per LR pixel, measured for OpenVINO, ONNX Runtime and PyTorch on the CPU
 # at 256x256 and 512x512 (2.8-3.3 KB: activations, input and the float32 x4 output; `python -m
 # bench.pass_memory`, BENCHMARKS.md "Memory of one pass"); rounded up.
@@ -16,18 +20,8 @@ PASS_BYTES_PER_PIXEL = 4096
 PASS_SHARE = 0.5
 
 
-def _cgroup_room() -> int | None:
-    """Bytes left under this container's cgroup v2 memory limit, None where there is no limit."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-    except (OSError, ValueError):
-        return None
-    return None if limit == "max" else max(int(limit) - used, 0)
-
-
 def available_bytes() -> int | None:
-    """Memory that can be allocated without swapping (Linux MemAvailable, within a cgroup's limit), or None
+    """Memory that can be allocated without swapping (Linux MemAvailable, within the cgroup's limit: v1 or v2), or None
     where the system does not say."""
     room = None
     try:
@@ -39,7 +33,7 @@ def available_bytes() -> int | None:
             room = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             room = None
-    cgroup = _cgroup_room()
+    cgroup = memory_room()
     if cgroup is not None:
         room = cgroup if room is None else min(room, cgroup)
     return room
@@ -55,3 +49,15 @@ def whole_image_side(available: int | None = None) -> int:
 
 def gib(count: int) -> str:
     return f"{count / 2**30:.1f} GiB"
+
+
+def check_fits(height: int, width: int, planes: int, itemsize: int, name: str | Path) -> None:
+    """ImageError, before any work, when the x4 result of an image of this size (`planes` samples of
+    `itemsize` bytes per pixel) alone would not fit in the memory available now."""
+    out_height, out_width = height * SCALE, width * SCALE
+    needed = out_height * out_width * max(planes, 3) * itemsize
+    room = available_bytes()
+    if room is not None and needed > room:
+        raise ImageError(
+            f"{name}: its x{SCALE} result ({out_width}x{out_height}, {gib(needed)}) needs more memory than the {gib(room)} available"
+        )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from export.contract import LSANET
+from core.descriptor import LSANET
 
 Run = Callable[[np.ndarray], np.ndarray]
 

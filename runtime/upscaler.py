@@ -1,99 +1,173 @@
 """The runtime as a library: `Upscaler` loads a model once, chooses and self-checks a backend, and upscales
-numpy images or files. upscale.py, a Ray actor or a video loop all use it the same way.
+numpy images or files. upscale.py, the folder runs, a Ray actor and the video loop all use it the same way.
 
-    >>> from runtime import Upscaler
-    >>> with Upscaler(backend="auto", tile=512) as up:          # doctest: +SKIP
-    ...     out = up(image)                                     # H x W x C uint8/uint16, RGB(A) order
+    >>> from runtime import Settings, Upscaler
+    >>> with Upscaler(Settings(backend="auto", tile=512)) as up:  # doctest: +SKIP
+    ...     out = up(image)                                       # H x W x C uint8/uint16, RGB(A) order
     ...     up.upscale_file("in.png", "out.png")
-    ...     print(up.backend, up.reason)
+    ...     print(up.backend, up.choice.reason)
 
-Thread safety: calls may come from several threads; they are serialised (one inference at a time per
-Upscaler), since a backend's session and buffers are not shared safely. For parallel work make one
-Upscaler per worker (a Ray actor each, say).
+Construction is cheap and checks nothing; `open()` (or `with`) finds the model, loads the backend and runs
+its self-check, and may take seconds (a first run without an export downloads and exports the public
+checkpoint). Thread safety: calls may come from several threads; they are serialised (one inference at a
+time per Upscaler), since a backend's session and buffers are not shared safely. For parallel work make
+one Upscaler per worker (a Ray actor each, say).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from export.errors import DeployError
-from runtime.imageio import DEFAULT_MAX_PIXELS, Image, read_image, write_image
-from runtime.job import check_fits, check_output, upscale_image
-from runtime.selection import choose_backend, resolve_model, self_check, tile_config
+from core.descriptor import LSANET, ModelDescriptor
+from core.errors import DeployError
+from runtime.backends.base import Backend, Limits
+from runtime.backends.choose import Choice, choose_backend, self_check
+from runtime.images.alpha import needs_network, upscale_alpha
+from runtime.images.io import Image
+from runtime.jobs.step import run_one
+from runtime.memory import check_fits, whole_image_side
+from runtime.model.source import Model, resolve_model
+from runtime.settings import Settings
+from runtime.tiling import Run, TileConfig, count_tiles, upscale
+
+
+def tile_config(limits: Limits, tile: int | None = None, overlap: int | None = None) -> TileConfig:
+    """Tiling within a backend's limits: defaults measured in BENCHMARKS.md, capped by what it accepts.
+
+    `tile` 0 means as few passes as memory allows: the largest pass that fits the memory available now
+    (runtime/memory.py), the whole image where it fits, and never a pass the backend does not accept.
+    """
+    default = TileConfig()
+    side = default.tile if tile is None else (tile or whole_image_side())
+    try:
+        return TileConfig(
+            tile=min(side, limits.max_side or side),
+            overlap=default.overlap if overlap is None else overlap,
+            batch=min(limits.max_batch or 1, default.batch),
+            min_side=limits.min_side,
+            max_side=limits.max_side,
+        )
+    except ValueError as exc:
+        raise DeployError(f"--tile/--overlap: {exc}") from None
+
+
+def _as_rgb(plane: np.ndarray) -> np.ndarray:
+    return np.repeat(plane[..., None], 3, axis=2)
+
+
+def _as_grey(rgb: np.ndarray) -> np.ndarray:
+    # The mean of three integers, rounded: computed in a wider type so uint16 cannot overflow.
+    return ((rgb.astype(np.uint32).sum(axis=2) + 1) // 3).astype(rgb.dtype)
 
 
 class Upscaler:
     """x4 images with LSANet through the fastest backend that loads here and passes its self-check.
 
-    Arguments mean what upscale.py's options mean: `backend` ("auto" or a name), `precision` ("fp16",
-    "fp32" or None for the backend's default), `tile` (pixel budget of one pass; 0 = as large as memory
-    allows), `overlap`, and the model: `ckpt`, `onnx`, `engine`, or the manifest in `engines_dir` (default:
-    the first of $LSANET_ENGINES, ./engines, this project's engines/, the user cache that holds one).
+    `Upscaler(settings)` or `Upscaler(backend="openvino", tile=256, ...)`: keywords are Settings fields and
+    change the given (or default) settings; an unknown one is a TypeError.
     """
 
-    def __init__(
-        self,
-        backend: str = "auto",
-        precision: str | None = None,
-        tile: int | None = None,
-        overlap: int | None = None,
-        *,
-        ckpt: str | Path | None = None,
-        onnx: str | Path | None = None,
-        engine: str | Path | None = None,
-        engines_dir: str | Path | None = None,
-        key: str | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-    ) -> None:
-        as_path = lambda p: None if p is None else Path(p)  # noqa: E731
-        self.model = resolve_model(as_path(ckpt), as_path(onnx), as_path(engine), as_path(engines_dir), key)
-        self._choice = choose_backend(backend, self.model, precision)
-        self._backend, self._rerun = self._choice.backend, self._choice.fallback
-        try:
-            self.config = tile_config(self._backend, tile, overlap)
-        except DeployError:
-            self._backend.deactivate()
-            raise
-        self.max_pixels = max_pixels
+    descriptor: ModelDescriptor = LSANET
+
+    def __init__(self, settings: Settings | None = None, /, **changes: Any) -> None:
+        self.settings = dataclasses.replace(settings or Settings(), **changes)
+        self._model: Model | None = None
+        self._choice: Choice | None = None
+        self._config: TileConfig | None = None
+        self._closed = False
         self._lock = threading.Lock()
+
+    def open(self) -> Upscaler:
+        """Find the model, load and self-check a backend (once); DeployError subclasses say why it cannot."""
+        with self._lock:
+            if self._closed:
+                raise DeployError("this Upscaler is closed")
+            if self._choice is not None:
+                return self
+            s = self.settings
+            model = resolve_model(s.ckpt, s.onnx, s.engine, s.engines_dir, s.key)
+            choice = choose_backend(s.backend, model, s.precision)
+            try:
+                self._config = tile_config(choice.backend.limits, s.tile, s.overlap)
+            except DeployError:
+                choice.backend.deactivate()
+                raise
+            self._model, self._choice = model, choice
+        return self
+
+    def _opened(self) -> Choice:
+        if self._closed:
+            raise DeployError("this Upscaler is closed")
+        if self._choice is None:
+            raise DeployError("this Upscaler is not open: use `with Upscaler(...) as up:` or call open()")
+        return self._choice
+
+    @property
+    def choice(self) -> Choice:
+        """What was chosen: the backend, why, the better-ranked ones passed over with their reasons."""
+        return self._opened()
+
+    @property
+    def model(self) -> Model:
+        """Where the model came from (`model.origin` says it in words)."""
+        self._opened()
+        return self._model
+
+    @property
+    def config(self) -> TileConfig:
+        """The tiling in use (tile budget, overlap, the backend's limits)."""
+        self._opened()
+        return self._config
 
     @property
     def backend(self) -> str:
         """The backend in use, e.g. 'openvino (fp32)'."""
-        return self._backend.describe()
+        return self._opened().backend.describe()
 
     @property
-    def reason(self) -> str:
-        """Why that backend was chosen."""
-        return self._choice.reason
+    def max_pixels(self) -> int:
+        return self.settings.max_pixels
 
-    @property
-    def skipped(self) -> list[str]:
-        """Better-ranked backends passed over, each with its reason."""
-        return list(self._choice.skipped)
+    def passes(self, image: Image) -> int:
+        """Passes through the network `upscale_image` will run for this image (for progress bars)."""
+        per_plane = count_tiles(image.colour.shape[0], image.colour.shape[1], self.config)
+        return per_plane * (2 if image.alpha is not None and needs_network(image.alpha) else 1)
 
-    def _rerun_fp32(self, batch: np.ndarray) -> np.ndarray:
-        """The FP32 fallback for NaN/Inf tiles, loaded and self-checked on first use."""
-        if not self._rerun.active:
-            self._rerun.activate()
-            self_check(self._rerun, self.model)
-        return self._rerun.infer(batch)
+    def _rerun_fp32(self, fallback: Backend) -> Run:
+        def rerun(batch: np.ndarray) -> np.ndarray:
+            """The FP32 fallback for NaN/Inf tiles, loaded and self-checked on first use."""
+            if not fallback.active:
+                fallback.activate()
+                self_check(fallback, self._model)
+            return fallback.infer(batch)
+
+        return rerun
 
     def upscale_image(
         self, image: Image, progress: Callable[[int], None] | None = None, name: str | Path = "<image>"
     ) -> Image:
-        """x4 an `Image` (colour, grey, alpha, metadata as read by runtime.imageio); an ImageError naming
-        `name` before any work when the result would not fit in the memory available."""
-        if not self._backend.active:
-            raise DeployError("this Upscaler is closed")
-        check_fits(image, Path(name))
+        """x4 an `Image` (colour, grey, alpha, metadata as read by runtime/images/io.py): colour (grey as
+        R = G = B, back as the mean of the three), then alpha by runtime/images/alpha.py's rule; metadata
+        carried over. An ImageError naming `name` before any work when the result would not fit in memory."""
+        choice = self._opened()
+        planes = (1 if image.is_grey else 3) + (image.alpha is not None)
+        check_fits(image.colour.shape[0], image.colour.shape[1], planes, image.dtype.itemsize, name)
         with self._lock:
-            rerun = self._rerun_fp32 if self._rerun is not None else None
-            return upscale_image(image, self._backend.infer, self.config, rerun, progress)
+            run, config = choice.backend.infer, self._config
+            rerun = self._rerun_fp32(choice.fallback) if choice.fallback is not None else None
+
+            def grey(plane: np.ndarray) -> np.ndarray:
+                return _as_grey(upscale(_as_rgb(plane), run, config, rerun, progress))
+
+            colour = grey(image.colour) if image.is_grey else upscale(image.colour, run, config, rerun, progress)
+            alpha = None if image.alpha is None else upscale_alpha(image.alpha, grey)
+        return dataclasses.replace(image, colour=colour, alpha=alpha)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """x4 an H x W (grey), H x W x 1, x 2 (grey + alpha), x 3 (RGB) or x 4 (RGBA) uint8/uint16 array."""
@@ -111,23 +185,30 @@ class Upscaler:
             out = np.dstack([out, result.alpha])
         return out if pixels.ndim == 3 else out[..., 0]
 
-    def upscale_file(self, source: str | Path, target: str | Path, overwrite: bool = False) -> Path:
-        """Read, x4 and write one file with every guarantee of upscale.py (inputs never written, an existing
-        target replaced only with `overwrite` and only if it is an earlier result, atomic exclusive commit)."""
+    def upscale_file(self, source: str | Path, target: str | Path, overwrite: bool | None = None) -> Path:
+        """Read, x4 and write one file with every guarantee of upscale.py (runtime/jobs/step.py: inputs
+        never written, an existing target replaced only with `overwrite` (default: the settings') and only
+        if it is an earlier result, atomic exclusive commit)."""
         source, target = Path(source), Path(target)
-        replace = check_output(source, target, overwrite, {source.resolve()})
-        image = read_image(source, self.max_pixels)
-        write_image(target, self.upscale_image(image, name=source), replace=replace)
-        return target
+        overwrite = self.settings.overwrite if overwrite is None else overwrite
+        upscale_one = lambda image, name: self.upscale_image(image, name=name)  # noqa: E731
+        return run_one(source, target, upscale_one, overwrite, {source.resolve()}, self.settings.max_pixels)
 
     def close(self) -> None:
-        """Release the backend (and the FP32 fallback, if it was loaded)."""
-        if self._rerun is not None:
-            self._rerun.deactivate()
-        self._backend.deactivate()
+        """Release the backend and the FP32 fallback, if it was loaded; both are released even if one fails."""
+        with self._lock:
+            self._closed = True
+            choice, self._choice = self._choice, None
+        if choice is None:
+            return
+        try:
+            if choice.fallback is not None:
+                choice.fallback.deactivate()
+        finally:
+            choice.backend.deactivate()
 
     def __enter__(self) -> Upscaler:
-        return self
+        return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()

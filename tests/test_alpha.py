@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.alpha import needs_network, upscale_alpha
+from runtime.images.alpha import needs_network, upscale_alpha
 
 
 def bicubic_x4(plane: np.ndarray) -> np.ndarray:

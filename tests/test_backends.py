@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from export.metrics import compare
+from core.metrics import compare
 from export.parity import THRESHOLDS, to_nchw
-from runtime.backend import BackendError
-from runtime.openvino_backend import OpenVINOBackend
-from runtime.ort_backend import ORTBackend
-from runtime.selection import Model, choose_backend
-from runtime.torch_backend import TorchBackend
+from runtime.backends.base import BackendError
+from runtime.backends.choose import choose_backend
+from runtime.backends.onnxruntime import ORTBackend
+from runtime.backends.openvino import OpenVINOBackend
+from runtime.backends.pytorch import TorchBackend
+from runtime.model.source import Model
 
 # OpenVINO pinned to f32 reorders sums (Winograd 3x3 convs): measured 1.7e-6 on Set5, like ORT's 8e-6.
 FP32_BOUND = THRESHOLDS.fp32_max_abs
@@ -73,7 +74,7 @@ def test_an_fp16_choice_comes_with_an_fp32_fallback(exported) -> None:
 
 
 def test_auto_picks_openvino_without_a_gpu_and_says_why(exported) -> None:
-    from export.cuda_device import cuda_device
+    from core.nvidia import cuda_device
 
     if cuda_device() is not None:
         pytest.skip("a GPU is present: auto picks a GPU backend (tests/test_trt_runtime.py)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.metrics import compare
+from core.thresholds import THRESHOLDS
 from export.bf16 import _rounded, bf16_estimate
-from export.metrics import compare
 from export.parity import photo_inputs
-from export.thresholds import THRESHOLDS
 from tests.test_fuse import random_training_model
 
 

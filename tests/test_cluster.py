@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from runtime import Upscaler
-from runtime.cluster import REPORT_NAME, Settings, run_cluster
-from runtime.job import Options
+from runtime.cluster import REPORT_NAME, run_cluster
+from runtime.settings import Settings
 
 if importlib.util.find_spec("ray") is None:
     if os.environ.get("CI"):
@@ -76,8 +76,8 @@ def _copy(folder: Path, to: Path, times: int = 1) -> Path:
 
 
 def _run(exported, source: Path, out: Path, capsys, **options) -> tuple[int, str]:
-    settings = Settings(engines_dir=str(exported[0]))
-    status = run_cluster(str(source), str(out), settings=settings, options=Options(**options), quiet=True)
+    settings = Settings(engines_dir=exported[0], quiet=True, **options)
+    status = run_cluster(str(source), str(out), settings)
     return status, capsys.readouterr().err
 
 

@@ -11,9 +11,9 @@ import onnx
 import pytest
 
 import export.pipeline as pipeline
-from export.artifacts import load_manifest
-from export.errors import DeployError
-from export.fileutil import sha256_file
+from core.artifacts import load_manifest
+from core.errors import DeployError
+from core.files import sha256_file
 from export.fp16 import to_fp16
 from export.parity import ParityError
 from export.pipeline import ExportConfig, run_export

@@ -8,7 +8,7 @@ RGB, RGBA, grey+alpha, EXIF-rotated, progressive, odd row stride), run as five f
 - stderr holds nothing but one `error:` line per failed file, naming it, and the `N written, M failed`
   line, which adds up (no library noise, no line for a file that was written);
 - every written output decodes (cv2.IMREAD_UNCHANGED) at exactly 4x the size the input decodes at with
-  runtime.imageio.read_image (after EXIF orientation); a file that does not decode was refused;
+  runtime.images.io.read_image (after EXIF orientation); a file that does not decode was refused;
 - not silently wrong: a lossless output is exactly `runtime.Upscaler` (same backend) applied to what the
   possibly damaged input decodes to, and the undamaged controls decode to exactly the pixels they were
   made from (so "what decodes" is itself checked);
@@ -61,7 +61,7 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from runtime.imageio import ImageError, read_image
+from runtime.images.io import ImageError, read_image
 from tests.conftest import ROOT
 
 SEED = 20240808

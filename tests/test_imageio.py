@@ -19,7 +19,7 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import ImageCms
 
-from runtime.imageio import (
+from runtime.images.io import (
     Image,
     ImageError,
     apply_orientation,
@@ -331,7 +331,7 @@ def test_decompression_bomb_refused_fast_and_small(tmp_path: Path) -> None:
     bomb_png(path)
     probe = (
         "import json, re, time\n"
-        "from runtime.imageio import ImageError, read_image\n"
+        "from runtime.images.io import ImageError, read_image\n"
         "start = time.perf_counter()\n"
         "try:\n"
         f"    read_image({str(path)!r})\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.metrics import y_psnr
+from core.metrics import y_psnr
 from export.model import LSANet
 from export.parity import to_nchw
 from tests.conftest import to_hwc, to_uint8

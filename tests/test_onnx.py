@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from core.metrics import compare
 from export.checkpoint import load_checkpoint
 from export.fp16 import to_fp16
 from export.fuse import fuse
 from export.hard_inputs import hard_inputs
-from export.metrics import compare
 from export.onnx_export import OPSET, dead_nodes, export_fp32
 from export.parity import BF16_PAIR, THRESHOLDS, ParityError, enforce, run_gate, to_nchw
 from tests.test_fuse import random_training_model

@@ -1,4 +1,4 @@
-"""runtime/png.py: the parallel PNG writer, checked by libpng (through OpenCV) and Pillow, not by itself."""
+"""runtime/images/png.py: the parallel PNG writer, checked by libpng (through OpenCV) and Pillow, not by itself."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image as PILImage
 from PIL import ImageCms
 from skimage import data
 
-from runtime import png
-from runtime.imageio import SOFTWARE, _marked_exif
+from runtime.images import png
+from runtime.images.io import SOFTWARE, _marked_exif
 
 
 def _png(samples: np.ndarray, **kwargs) -> bytes:

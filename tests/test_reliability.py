@@ -18,7 +18,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export.fileutil import sha256_file
+from core.files import sha256_file
 from tests.conftest import ROOT, assert_one_line_error, run_script, upscale_cli
 
 
@@ -237,9 +237,10 @@ def test_an_onnx_with_its_checkpoint_is_held_to_the_pytorch_reference(tmp_path, 
 def test_self_check_costs_under_50_ms_once_loaded(exported) -> None:
     """The check itself (read the canary, infer 32x64, compare). OpenVINO's first inference at any new shape
     also compiles its kernels (~0.3 s here), which the first call pays: BENCHMARKS.md, "Self-check"."""
-    from runtime.openvino_backend import OpenVINOBackend
-    from runtime.ort_backend import ORTBackend
-    from runtime.selection import Model, self_check
+    from runtime.backends.onnxruntime import ORTBackend
+    from runtime.backends.openvino import OpenVINOBackend
+    from runtime.backends.choose import self_check
+    from runtime.model.source import Model
 
     model = Model("test", canary=exported[0] / "lsanet_x4_canary.npz")
     for backend in (OpenVINOBackend(exported[0] / "lsanet_x4_fp32.onnx"),

@@ -1,4 +1,4 @@
-"""Throughput levers that must not change a result: the pipelined folder run (runtime/pipelined.py) against
+"""Throughput levers that must not change a result: the pipelined folder run (runtime/jobs/pipelined.py) against
 the sequential one, and the OpenVINO backend's model cache and precisions."""
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import numpy as np
 import pytest
 from skimage import data
 
+from core.errors import BackendError
 from runtime import Upscaler
-from runtime import pipelined as pipelined_module
-from runtime.backend import BackendError
-from runtime.imageio import Image
-from runtime.job import Options, run_job
-from runtime.openvino_backend import OpenVINOBackend, cpu_has_bf16
-from runtime.pipelined import run_pipelined
+from runtime.backends.openvino import OpenVINOBackend, cpu_has_bf16
+from runtime.images.io import Image
+from runtime.jobs import pipelined as pipelined_module
+from runtime.jobs import step
+from runtime.jobs.pipelined import run_pipelined
+from runtime.jobs.plan import plan_outputs
+from runtime.jobs.step import run_sequential
+from runtime.settings import Settings
 from tests.conftest import ROOT
 
 
@@ -53,15 +56,21 @@ def upscaler(exported):
         yield up
 
 
+def _pairs(sources: list[Path], out: Path, settings: Settings = Settings()) -> list[tuple[Path, Path]]:
+    out.mkdir(exist_ok=True)
+    return list(zip(sources, plan_outputs(sources, False, out, settings)))
+
+
 def _run(runner, sources: list[Path], out: Path, upscaler, **options):
     """One folder run into `out` (made, with a foreign file where camera's result would go): the outcome with
     `out` written as OUT (so two runs compare), the error reports in order, and the files written."""
     out.mkdir()
     (out / f"camera_x4{options.get('ext') and '.' + options['ext'] or '.png'}").write_bytes(b"not ours")
     reports: list[str] = []
+    settings = Settings(**options)
     outcome = runner(
-        sources, False, Options(out, **options), lambda image, _source: upscaler.upscale_image(image),
-        lambda _source, message: reports.append(message),
+        _pairs(sources, out, settings), lambda image, _source: upscaler.upscale_image(image), settings.overwrite,
+        settings.max_pixels, lambda _source, message: reports.append(message),
     )  # fmt: skip
     strip = lambda text: str(text).replace(str(out), "OUT")
     summary = ([strip(p) for p in outcome.written], [(p.name, strip(m)) for p, m in outcome.failed], [strip(r) for r in reports])
@@ -74,7 +83,7 @@ def test_pipelined_writes_the_same_bytes_and_summary_as_sequential(tmp_path, fol
     # the reader (damaged file, existing output): every failure kind, listed and reported in input order.
     sources = sorted(folder.iterdir())
     options = {"ext": ext} if ext else {}
-    sequential = _run(run_job, sources, tmp_path / "a", upscaler, **options)
+    sequential = _run(run_sequential, sources, tmp_path / "a", upscaler, **options)
     pipelined = _run(
         lambda *a: run_pipelined(*a, depth=1, encoders=2), sources, tmp_path / "b", upscaler, **options
     )  # fmt: skip
@@ -101,12 +110,12 @@ def test_interrupt_stops_every_thread_and_leaves_only_complete_files(tmp_path, f
     def upscale_one(image: Image, source: Path) -> Image:
         seen.append(source)
         if len(seen) == 3:
-            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, through export/errors.py) raises here
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, through core/errors.py) raises here
         return upscaler.upscale_image(image)
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run_pipelined(sources, False, Options(out), upscale_one, encoders=2)
+        run_pipelined(_pairs(sources, out), upscale_one, False, Settings().max_pixels, encoders=2)
     assert _worker_threads() == []
     left = sorted(p.name for p in out.iterdir())
     # Only results of the two images before the interrupt (an encode still queued is dropped), each complete.
@@ -128,16 +137,16 @@ def test_what_the_run_prints_waits_for_a_codec_capture_to_end() -> None:
 
 
 def test_a_bug_in_the_reader_is_raised_not_hung_on(tmp_path, folder, monkeypatch) -> None:
-    monkeypatch.setattr(pipelined_module, "read_image", lambda *_a: 1 / 0)
+    monkeypatch.setattr(step, "read_image", lambda *_a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        run_pipelined(sorted(folder.iterdir()), False, Options(tmp_path / "out"), lambda image, _s: image)
+        run_pipelined(_pairs(sorted(folder.iterdir()), tmp_path / "out"), lambda image, _s: image, False, Settings().max_pixels)
     assert _worker_threads() == []
 
 
 def test_decoded_images_ahead_of_inference_stay_within_the_queue_depth(tmp_path, folder, monkeypatch) -> None:
     read, ahead = [], []
-    real_read = pipelined_module.read_image
-    monkeypatch.setattr(pipelined_module, "read_image", lambda *a: read.append(1) or real_read(*a))
+    real_read = step.read_image
+    monkeypatch.setattr(step, "read_image", lambda *a: read.append(1) or real_read(*a))
     upscaled = []
 
     def upscale_one(image: Image, _source: Path) -> Image:
@@ -153,7 +162,7 @@ def test_decoded_images_ahead_of_inference_stay_within_the_queue_depth(tmp_path,
             if path.name != "broken.png":
                 sources.append(tmp_path / f"{i}{path.name}")
                 sources[-1].write_bytes(path.read_bytes())
-    run_pipelined(sources, False, Options(tmp_path / "out"), upscale_one, depth=2)
+    run_pipelined(_pairs(sources, tmp_path / "out"), upscale_one, False, Settings().max_pixels, depth=2)
     # Queued (depth) plus the one the reader holds while the queue is full.
     assert max(ahead) <= 3
 

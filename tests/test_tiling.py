@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from export.metrics import psnr, y_psnr
+from core.metrics import psnr, y_psnr
 from runtime.tiling import TileConfig, plan, split_axis, upscale
 
 
@@ -118,7 +118,7 @@ def test_bad_configs_are_rejected() -> None:
 
 @pytest.fixture(scope="module")
 def network(exported):
-    from runtime.openvino_backend import OpenVINOBackend
+    from runtime.backends.openvino import OpenVINOBackend
 
     with OpenVINOBackend(exported[0] / "lsanet_x4_fp32.onnx") as backend:
         yield backend.infer

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import tensorrt_rtx
 
+from core.nvidia import CudaDevice
+from core.tensorrt_common import rtx_targets
 from export import trt_build
-from export.cuda_device import CudaDevice
-from export.tensorrt_common import rtx_targets
 from export.trt_build import (
     BuildOptions,
     EngineBuildError,
@@ -19,9 +19,9 @@ from export.trt_build import (
     build_engine,
     build_key,
 )
-from runtime.selection import tile_config
+from runtime.backends.tensorrt import TensorRTBackend
 from runtime.tiling import TileConfig, plan
-from runtime.trt_backend import TensorRTBackend
+from runtime.upscaler import tile_config
 
 
 def test_fp16_build_has_fp32_io_fp16_convolutions_and_is_supported(exported, tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_default_profile_is_what_the_runtime_sends(exported) -> None:
     default, tiles = Profile(), TileConfig()
     assert default.max == (tiles.batch, tiles.tile, tiles.tile)
     backend = TensorRTBackend(exported[0] / "lsanet_x4_fp16.rtx.engine")
-    config = tile_config(backend)
+    config = tile_config(backend.limits)
     # Photos, panoramas, tiny and odd sizes: every pass the tiler makes fits the engine's profile.
     for height, width in ((3000, 4000), (600, 2000), (513, 513), (1024, 256), (16, 700), (7, 9)):
         layout = plan(height, width, config)
@@ -88,7 +88,7 @@ def signal_arrives_during_build(monkeypatch):
 
 
 class Terminated(Exception):
-    """What the command's own SIGTERM handler raises (export/errors.py turns it into a clean exit)."""
+    """What the command's own SIGTERM handler raises (core/errors.py turns it into a clean exit)."""
 
 
 def test_a_signal_cancels_the_build_and_reaches_the_commands_handler(exported, tmp_path, signal_arrives_during_build) -> None:

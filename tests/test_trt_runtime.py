@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.cuda_device import CudaDevice, cuda_device
-from export.metrics import compare
+from core.metrics import compare
+from core.nvidia import CudaDevice, cuda_device
 from export.parity import THRESHOLDS, to_nchw
 from export.trt_build import Profile
-from runtime import trt_backend
-from runtime.backend import BackendError
-from runtime.trt_backend import TensorRTBackend, check_compatibility, read_sidecar
+from runtime.backends import tensorrt as trt_backend
+from runtime.backends.base import BackendError
+from runtime.backends.tensorrt import TensorRTBackend, check_compatibility
+from runtime.model.source import engine_sidecar as read_sidecar
 from tests.trt_api.fake import Scenario, install, nearest_x4
 
 RTX_4090 = CudaDevice("NVIDIA GeForce RTX 4090", "8.9", "12.4", 24564)
@@ -144,14 +145,15 @@ def test_gpus_the_engine_cannot_serve_are_refused_before_loading(fake_gpu, devic
     ids=["SM90", "SM80", "old-driver"],
 )
 def test_auto_passes_over_an_engine_this_gpu_cannot_run_and_says_why(fake_gpu, monkeypatch, exported, device, settings, reason) -> None:
-    from runtime import selection
+    from runtime.backends import choose, registry
+    from runtime.model.source import Model
 
     backend, _ = fake_gpu(device, **settings)
-    monkeypatch.setattr(selection, "cuda_device", lambda: device)
+    monkeypatch.setattr(registry, "cuda_device", lambda: device)
     out = exported[0]
-    model = selection.Model("test", onnx={"fp32": out / "lsanet_x4_fp32.onnx", "fp16": out / "lsanet_x4_fp16.onnx"},
+    model = Model("test", onnx={"fp32": out / "lsanet_x4_fp32.onnx", "fp16": out / "lsanet_x4_fp16.onnx"},
                             engines={"rtx": backend.engine_path})  # fmt: skip
-    chosen = selection.choose_backend("auto", model)
+    chosen = choose.choose_backend("auto", model)
     try:
         assert chosen.backend.name != "tensorrt-rtx"
         assert any(line.startswith("tensorrt-rtx: ") and reason in line for line in chosen.skipped), chosen.skipped
@@ -223,7 +225,7 @@ needs_gpu = pytest.mark.skipif(cuda_device() is None, reason="needs an NVIDIA GP
 def test_engine_matches_pytorch_and_onnx_on_real_images(exported, public_model, set5, photos) -> None:
     import torch
 
-    from runtime.ort_backend import ORTBackend
+    from runtime.backends.onnxruntime import ORTBackend
 
     out = exported[0]
     with TensorRTBackend(out / "lsanet_x4_fp16.rtx.engine") as trt, ORTBackend(out / "lsanet_x4_fp32.onnx", device="cpu") as ort:

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from export.metrics import psnr, y_psnr
-from runtime.fetch import FetchError, fetch_checkpoint
+from core.metrics import psnr, y_psnr
+from runtime.model.fetch import FetchError, fetch_checkpoint
 from tests.conftest import ROOT, assert_one_line_error, read_rgb, upscale_cli
 from tests.test_imageio import jpeg_with_orientation
 from tests.test_model import SET5_REFERENCE_Y

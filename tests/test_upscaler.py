@@ -9,9 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from export.errors import DeployError
+from core.errors import DeployError, OutputError
 from runtime import Upscaler
-from runtime.job import OutputError
 from tests.conftest import ROOT, upscale_cli
 
 
@@ -27,7 +26,7 @@ def test_arrays_match_what_the_cli_writes(tmp_path, exported, photos, upscaler) 
     assert upscale_cli(exported, str(tmp_path / "in.png"), str(tmp_path / "out.png")).returncode == 0
     written = cv2.imread(str(tmp_path / "out.png"))[..., ::-1]
     assert np.array_equal(upscaler(lr), written)
-    assert upscaler.backend.startswith("openvino") and "CPU" in upscaler.reason
+    assert upscaler.backend.startswith("openvino") and "CPU" in upscaler.choice.reason
 
 
 @pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 2), (20, 30, 3), (20, 30, 4)])

@@ -13,13 +13,13 @@ import av
 import numpy as np
 import pytest
 
-from export.errors import DeployError
+from core.errors import DeployError, OutputError
 from runtime import Upscaler
-from runtime.job import OutputError
-from runtime.video import is_video, upscale_video
-from runtime.video_codecs import CodecError, plan_encoder
-from runtime.video_colour import from_rgb, stream_colour, to_rgb
-from runtime.video_pipeline import QUEUE_ITEMS, run_stages
+from runtime.jobs.channel import QUEUE_ITEMS, run_stages
+from runtime.settings import Settings
+from runtime.video.codecs import CodecError, plan_encoder
+from runtime.video.colour import from_rgb, stream_colour, to_rgb
+from runtime.video.upscale import is_video, upscale_video
 
 FRAMES, WIDTH, HEIGHT = 24, 48, 32
 # Variable frame rate: durations in ms (a Matroska time base represents them exactly).
@@ -155,6 +155,7 @@ class Nearest:
     """A stand-in for Upscaler where pixels do not matter (errors, interruption): nearest-neighbour x4."""
 
     max_pixels = 10**9
+    settings = Settings(max_pixels=max_pixels)
 
     def __init__(self, fail_at: int | None = None) -> None:
         self.calls, self.fail_at = 0, fail_at
@@ -219,7 +220,7 @@ def test_timing_audio_and_pixels(
 
 
 def test_ten_bit_hevc_stays_ten_bit(tmp_path, upscaler) -> None:
-    # 64 wide: libx265 corrupts the heap on narrower frames (runtime/video_codecs.py).
+    # 64 wide: libx265 corrupts the heap on narrower frames (runtime/video/codecs.py).
     source = make_clip(tmp_path / "deep.mp4", pan(6, 64, 48), codec="libx265", pix_fmt="yuv420p10le", audio=False,
                        options=QUIET_X265)  # fmt: skip
     result = upscale_video(source, tmp_path / "deep_x4.mp4", upscaler, progress=False)

@@ -1,10 +1,14 @@
-"""Three stages in step: a reader thread, the caller's thread, a writer thread, joined by bounded queues.
+"""Stages on threads joined by bounded, stoppable channels: what the pipelined folder run and the video
+loop are built of.
 
-Decoding, inference and encoding overlap (FFmpeg and the inference backends release the GIL while they
-work), and at most QUEUE_ITEMS items wait between two stages, so memory does not grow with a video's
-length. The caller's thread runs the middle stage, so Ctrl-C and SIGTERM (which Python delivers there)
-stop everything: the threads are told to stop and joined before the exception goes on. An exception in
-a thread stops the other stages and is raised in the caller's thread.
+Decoding, inference and encoding overlap (the codecs and the inference backends release the GIL while
+they work), and at most a channel's size of items wait between two stages, so memory does not grow with a
+folder's or a video's length. The caller's thread runs inference, so Ctrl-C and SIGTERM (which Python
+delivers there) stop everything: the run's stop event is set and every started stage is waited for before
+the exception goes on. One wait policy for every stage: an Event set when its body has returned, never
+Thread.join(): on Python 3.11 a signal that interrupts join() marks the still-running thread as ended
+(bpo-45274), and the command would then remove a temporary a stage is still writing. An exception in a
+stage stops the other stages and is raised in the caller's thread.
 """
 
 from __future__ import annotations
@@ -40,29 +44,34 @@ class Channel:
                 pass
         raise Stopped
 
-    def __iter__(self) -> Iterator[Any]:
-        """Items until DONE."""
+    def get(self) -> Any:
+        """The next item; Stopped when the run stops while waiting."""
         while True:
             try:
-                item = self.queue.get(timeout=_POLL_S)
+                return self.queue.get(timeout=_POLL_S)
             except queue.Empty:
                 if self._stop.is_set():
                     raise Stopped from None
-                continue
-            if item is DONE:
-                return
+
+    def __iter__(self) -> Iterator[Any]:
+        """Items until DONE."""
+        while (item := self.get()) is not DONE:
             yield item
 
 
 class Stage(threading.Thread):
-    """A daemon thread running `body`; its exception (other than Stopped) is kept and stops the run."""
+    """A daemon thread running `body`; its exception (other than Stopped) is kept and stops the run.
+    `wait()` returns once the body has returned (at once for a stage never started)."""
 
-    def __init__(
-        self, name: str, body: Callable[[], None], stop: threading.Event
-    ) -> None:
+    def __init__(self, name: str, body: Callable[[], None], stop: threading.Event) -> None:
         super().__init__(name=name, daemon=True)
         self._body, self._halt = body, stop
         self.error: BaseException | None = None
+        self._launched, self._finished = False, threading.Event()
+
+    def start(self) -> None:
+        self._launched = True
+        super().start()
 
     def run(self) -> None:
         try:
@@ -72,6 +81,12 @@ class Stage(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
             self.error = exc
             self._halt.set()
+        finally:
+            self._finished.set()
+
+    def wait(self) -> None:
+        if self._launched:
+            self._finished.wait()
 
 
 class Timer:
@@ -109,14 +124,13 @@ def run_stages(
             for item in inbox:
                 outbox.put(middle(item))
             outbox.put(DONE)
-            while stages[1].is_alive():
-                stages[1].join(_POLL_S)
+            stages[1].wait()
         except Stopped:
             pass
     finally:
         stop.set()
         for stage in stages:
-            stage.join()
+            stage.wait()
     for stage in stages:
         if stage.error is not None:
             raise stage.error

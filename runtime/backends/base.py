@@ -12,12 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.contract import MIN_SIZE
-from export.errors import DeployError
-
-
-class BackendError(DeployError):
-    """A backend that cannot be loaded or cannot run here; the message says why and what to do."""
+from core.descriptor import MIN_SIZE
+from core.errors import BackendError
 
 
 class BackendOutOfMemory(MemoryError):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export.contract import SCALE
-from export.fileutil import atomic_path
-from export.metrics import psnr
-from export.thresholds import THRESHOLDS
+from core.descriptor import SCALE
+from core.files import atomic_path
+from core.metrics import psnr
+from core.thresholds import THRESHOLDS
 
 CANARY_FILE = "lsanet_x4_canary.npz"
 SIDE = 32
@@ -95,10 +95,9 @@ def judge(output: np.ndarray, inputs: np.ndarray, reference: np.ndarray | None, 
         if max_abs > t.fp32_max_abs:
             return f"differs from the exported FP32 reference by {max_abs:.2g} (allowed {t.fp32_max_abs:g})"
         return None
-    error = np.clip(output, 0, 1) - np.clip(reference, 0, 1)
-    max_abs = float(np.abs(error).max())
-    mse = float(np.mean(np.square(error), dtype=np.float64))
-    db = float("inf") if mse == 0 else -10.0 * np.log10(mse)
+    clipped, expected = np.clip(output, 0, 1), np.clip(reference, 0, 1)
+    max_abs = float(np.abs(clipped - expected).max())
+    db = psnr(clipped, expected)
     floor, ceiling = (t.bf16_min_psnr, t.bf16_max_abs) if precision == "bf16" else (t.fp16_min_psnr, t.fp16_max_abs)
     if db < floor or max_abs > ceiling:
         return (

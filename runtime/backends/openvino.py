@@ -7,7 +7,7 @@ where the CPU lacks it, since OpenVINO would quietly run FP32 and the label woul
 
 Compiled models are cached in the user cache (OpenVINO's CACHE_DIR: it keys blobs by the graph's content,
 the device and the configuration), which halves compile time after the first run; a cache folder that cannot
-be created just means no cache. Every load is still self-checked against the canary by runtime/selection.py.
+be created just means no cache. Every load is still self-checked against the canary by runtime/model/source.py.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export.errors import first_line
-from runtime.backend import Backend, BackendError, BackendOutOfMemory
+from core.errors import first_line
+from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
 from runtime.cores import usable_cores
-from runtime.fetch import cache_dir
+from runtime.model.fetch import cache_dir
 
 # Our precision names -> OpenVINO's element types.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}

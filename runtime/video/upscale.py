@@ -1,11 +1,11 @@
 """Upscale a video x4 through PyAV (FFmpeg inside its wheels): `upscale.py clip.mp4 clip_x4.mp4`.
 
 The first video stream is decoded, each frame converted to RGB with the stream's declared colour encoding
-(runtime/video_colour.py), upscaled, converted back and encoded (runtime/video_codecs.py chooses the
+(runtime/video/colour.py), upscaled, converted back and encoded (runtime/video/codecs.py chooses the
 encoder); audio, subtitle and attachment streams are copied packet for packet (remuxed, not re-encoded)
 where the output container can hold them, and named as left out otherwise. Timing is kept exactly: every
 frame keeps its timestamp and duration in the source's time base (variable frame rate too). Decoding,
-inference and encoding overlap with bounded queues between them (runtime/video_pipeline.py).
+inference and encoding overlap with bounded queues between them (runtime/jobs/channel.py).
 
 Everything that can be checked is checked before the first frame is upscaled: the output container,
 codec, quality and preset, the codec's size limits for the x4 frame, memory. The output is written to a
@@ -15,7 +15,6 @@ or truncated source is an error that names the frame where it broke.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -28,21 +27,20 @@ from typing import Any
 import av
 import numpy as np
 
-from export.cli import VIDEO_SUFFIXES
-from export.contract import SCALE
-from export.errors import DeployError
-from export.fileutil import atomic_path
-from runtime.job import check_output
+from core.descriptor import SCALE
+from core.errors import VideoError
+from core.files import atomic_path
+from core.vocabulary import VIDEO_SUFFIXES
+from runtime.jobs.channel import QUEUE_ITEMS, Channel, Timer, run_stages
+from runtime.jobs.step import check_output
 from runtime.memory import available_bytes, gib
 from runtime.upscaler import Upscaler
-from runtime.video_codecs import (
-    CODECS,
-    CONTAINERS,
+from runtime.video.codecs import (
     EncoderPlan,
     container_for,
     plan_encoder,
 )
-from runtime.video_colour import (
+from runtime.video.colour import (
     Colour,
     from_rgb,
     output_colour,
@@ -50,19 +48,13 @@ from runtime.video_colour import (
     tag,
     to_rgb,
 )
-from runtime.video_pipeline import QUEUE_ITEMS, Channel, Timer, run_stages
 
 # What FFmpeg demuxes and people call a video file; any of them is read, only CONTAINERS are written.
 # Frames an encoder holds at most (x264/x265 lookahead 40 at preset medium, B-frames, frame threads).
 _ENCODER_FRAMES = 48
 _STALE_TAGS = {"encoder", "duration", "number_of_frames", "number_of_bytes", "bps", "_statistics_tags",
                "_statistics_writing_app", "_statistics_writing_date_utc"}  # fmt: skip
-# SVT-AV1 prints its configuration to stderr unless told otherwise (read once, when it is loaded).
-os.environ.setdefault("SVT_LOG", "1")
 
-
-class VideoError(DeployError):
-    """A video that cannot be read, written or upscaled as asked; the message says which and why."""
 
 
 @dataclass
@@ -85,25 +77,8 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def add_video_arguments(parser: argparse.ArgumentParser) -> None:
-    """The video options of upscale.py, in their own --help section."""
-    group = parser.add_argument_group(
-        "video", f"for video inputs ({', '.join(sorted(VIDEO_SUFFIXES))}); the output's extension "
-        f"({', '.join(CONTAINERS)}) picks the container; other streams are copied unchanged",
-    )  # fmt: skip
-    group.add_argument("--codec", metavar="NAME",
-                       help=f"video encoder: {', '.join(CODECS)} (default: h264 for 8-bit sources, hevc for 10-bit "
-                            "or beyond H.264's size limits; in .webm vp9, or av1 for 10-bit; ffv1 is lossless, .mkv)")  # fmt: skip
-    group.add_argument("--crf", "--quality", dest="crf", type=int, metavar="N",
-                       help="constant quality, lower is better: h264 18, hevc 20 (0-51), av1 30 (1-63), vp9 24 (0-63) "
-                            "by default")  # fmt: skip
-    group.add_argument("--preset", metavar="NAME",
-                       help="encoder speed: h264/hevc ultrafast..veryslow (default medium), av1 0-13 (default 8), "
-                            "vp9 cpu-used 0-8 (default 4), prores profile proxy..4444xq (default hq)")  # fmt: skip
-
-
 def _check_target(source: Path, target: Path, overwrite: bool) -> bool:
-    """The rules of image outputs (runtime/job.py check_output), for video: an earlier result is a video 4x
+    """The rules of image outputs (runtime/jobs/step.py check_output), for video: an earlier result is a video 4x
     the source's frame size. Returns `replace`."""
     container_for(target.suffix)
     return check_output(source, target, overwrite, {source.resolve()}, is_result=_is_result)
@@ -239,15 +214,22 @@ def upscale_video(
     codec: str | None = None,
     crf: int | None = None,
     preset: str | None = None,
-    overwrite: bool = False,
+    overwrite: bool | None = None,
     progress: bool = True,
 ) -> VideoResult:
     """x4 every frame of `source`'s first video stream into `target`, other streams copied, timing and colour
-    kept (module docstring). VideoError (a DeployError) for anything wrong, with nothing written."""
+    kept (module docstring). VideoError (a DeployError) for anything wrong, with nothing written. `codec`,
+    `crf`, `preset` and `overwrite` left at None are the upscaler's settings (runtime/settings.py)."""
     from tqdm import tqdm
 
+    settings = upscaler.settings
+    codec, crf, preset = codec or settings.codec, settings.crf if crf is None else crf, preset or settings.preset
+    overwrite = settings.overwrite if overwrite is None else overwrite
     source, target = Path(source), Path(target)
     started = time.perf_counter()
+    # SVT-AV1 prints its configuration to stderr unless SVT_LOG says otherwise; it reads the variable when
+    # its first encoder opens, so it is set here, by the call that may open one, never at import.
+    os.environ.setdefault("SVT_LOG", "1")
     replace = _check_target(source, target, overwrite)
     with contextlib.closing(_open(source)) as container:
         video = _video_stream(container, source)

@@ -1,5 +1,5 @@
-"""A folder run with decoding, inference and encoding overlapped: what runtime/job.py's run_job does, with
-the same result files byte for byte, the same checks and the same summary, in less time.
+"""A folder run with decoding, inference and encoding overlapped: the phases of runtime/jobs/step.py, with
+the same result files byte for byte, the same checks and the same summary as run_sequential, in less time.
 
     reader thread --(queue of `depth` decoded images)--> inference (the calling thread)
                   --(at most `encoders` results in flight)--> encoder threads
@@ -14,11 +14,11 @@ results (in flight, and the one waiting for a free encoder) exist at once; a res
 pixels, so with the defaults (depth 2, two encoders) the bound is 4 x the largest input + 3 x the largest
 result, about three times what the sequential run holds (1 input + 1 result).
 
-Decoding is serialised (`CODEC`, runtime/imageio.py's capture lock): imageio captures file descriptor 2,
+Decoding is serialised (`CODEC`, runtime/images/io.py's capture lock): imageio captures file descriptor 2,
 process-wide, around every decode and every OpenCV encode (JPEG, WebP, BMP) to read the codecs' damage
 reports, and two captures at once would swap each other's descriptors and misattribute messages. PNG and
 TIFF writing report errors as exceptions and need no capture, so they run beside decoding and inference,
-and a PNG write filters and deflates on every core by itself (runtime/png.py). A small result is one or
+and a PNG write filters and deflates on every core by itself (runtime/images/png.py). A small result is one or
 two bands, though, so two encoder threads are the default: with the real network they gave 1.17x against
 one encoder's 1.07x (BENCHMARKS.md). Whatever the run prints while a capture may be active (progress bars,
 error reports) goes through `stderr_stream()`, which takes the lock: text printed into a capture would be
@@ -37,19 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from runtime.imageio import (
-    CAPTURE_LOCK,
-    DEFAULT_MAX_PIXELS,
-    Image,
-    read_image,
-    write_image,
-)
-from runtime.job import FAILURES, Options, Outcome, check_output, prepare_outputs
+from runtime.images.io import CAPTURE_LOCK, Image
+from runtime.jobs.channel import Channel, Stage
+from runtime.jobs.plan import Outcome
+from runtime.jobs.step import FAILURES, Upscale, commit, prepare
 
 # imageio's capture lock, also held around every read_image made by this module and every write of
 # stderr_stream() (see the module docstring).
 CODEC = CAPTURE_LOCK
-_POLL_S = 0.1  # how often a blocked reader looks whether the run was stopped
 
 
 class _SerialisedStream(io.TextIOBase):
@@ -82,61 +77,41 @@ class _Decoded:
     error: BaseException | None = None
 
 
-def _read(source: Path, target: Path, overwrite: bool, inputs: set[Path], max_pixels: int) -> tuple[Image, bool]:
-    replace = check_output(source, target, overwrite, inputs)
-    with CODEC:
-        return read_image(source, max_pixels), replace
-
-
-class _Reader(threading.Thread):
-    """Checks each output and decodes each input, in order, into a bounded queue; stops when told. An
+class _Reader:
+    """Checks each output and decodes each input, in order, into a bounded channel; stops when told. An
     unexpected exception (a bug) is handed to the consumer to raise, never lost with the thread."""
 
-    def __init__(self, jobs: list[tuple[Path, Path]], options: Options, max_pixels: int, depth: int) -> None:
-        super().__init__(name="decoder", daemon=True)
-        self.jobs, self.options, self.max_pixels = jobs, options, max_pixels
+    def __init__(self, jobs: list[tuple[Path, Path]], overwrite: bool, max_pixels: int, depth: int) -> None:
+        self.jobs, self.overwrite, self.max_pixels = jobs, overwrite, max_pixels
         self.inputs = {s.resolve() for s, _ in jobs}
-        self.queue: queue.Queue[_Decoded] = queue.Queue(maxsize=depth)
-        self.stopped, self.finished = threading.Event(), threading.Event()
-
-    def run(self) -> None:
-        try:
-            self._read_all()
-        finally:
-            self.finished.set()
+        self.stopped = threading.Event()
+        self.channel = Channel(self.stopped, depth)
+        self.stage = Stage("decoder", self._read_all, self.stopped)
 
     def _read_all(self) -> None:
         for index, (source, target) in enumerate(self.jobs):
             try:
-                image, replace = _read(source, target, self.options.overwrite, self.inputs, self.max_pixels)
-                item = _Decoded(index, image, replace)
+                prepared = prepare(source, target, self.overwrite, self.inputs, self.max_pixels)
+                item = _Decoded(index, prepared.image, prepared.replace)
             except BaseException as exc:  # noqa: BLE001 - failures and bugs alike go to the consumer
                 item = _Decoded(index, None, error=exc)
-            image = None
-            if not self._put(item) or item.image is None and not isinstance(item.error, FAILURES):
+            prepared = None  # only the channel's item holds the image now
+            self.channel.put(item)  # Stopped (the stage ends quietly) when the run stops
+            if item.image is None and not isinstance(item.error, FAILURES):
                 return
             item = None
 
-    def _put(self, item: _Decoded) -> bool:
-        while not self.stopped.is_set():
-            try:
-                self.queue.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def decoded(self) -> Iterator[_Decoded]:
         for _ in self.jobs:
-            item = self.queue.get()
+            item = self.channel.get()
             if item.image is None and not isinstance(item.error, FAILURES):
                 raise item.error
             yield item
 
     def stop(self) -> None:
-        """Stop reading and wait until the thread is out of imageio (an Event, not join(): see _wait)."""
+        """Stop reading and wait until the thread is out of imageio."""
         self.stopped.set()
-        self.finished.wait()
+        self.stage.wait()
 
 
 class _Encoders:
@@ -146,26 +121,23 @@ class _Encoders:
     def __init__(self, count: int) -> None:
         self.jobs: queue.Queue[tuple[Future[None], Path, Image, bool] | None] = queue.Queue()
         self.slots = threading.BoundedSemaphore(count)
-        self.threads = [threading.Thread(target=self._work, name=f"encoder_{i}", daemon=True) for i in range(count)]
-        self.finished = [threading.Event() for _ in range(count)]
-        for thread in self.threads:
-            thread.start()
+        never = threading.Event()  # an encoder's own exceptions go to its futures, so nothing stops the others
+        self.stages = [Stage(f"encoder_{i}", self._work, never) for i in range(count)]
+        for stage in self.stages:
+            stage.start()
 
     def _work(self) -> None:
-        try:
-            while (job := self.jobs.get()) is not None:
-                future, target, image, replace = job
-                job = None
-                if future.set_running_or_notify_cancel():
-                    try:
-                        write_image(target, image, replace=replace)
-                        future.set_result(None)
-                    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, failure or bug
-                        future.set_exception(exc)
-                image = None
-                self.slots.release()
-        finally:
-            self.finished[self.threads.index(threading.current_thread())].set()
+        while (job := self.jobs.get()) is not None:
+            future, target, image, replace = job
+            job = None
+            if future.set_running_or_notify_cancel():
+                try:
+                    commit(target, image, replace)
+                    future.set_result(None)
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, failure or bug
+                    future.set_exception(exc)
+            image = None
+            self.slots.release()
 
     def submit(self, target: Path, image: Image, replace: bool) -> Future[None]:
         """Hand a result over, waiting for a free slot; the future says how its write went."""
@@ -184,27 +156,25 @@ class _Encoders:
                 break
             if job is not None:
                 job[0].cancel()
-        for _ in self.threads:
+        for _ in self.stages:
             self.jobs.put(None)
-        for event in self.finished:
-            event.wait()
+        for stage in self.stages:
+            stage.wait()
 
 
 def run_pipelined(
-    sources: list[Path],
-    single: bool,
-    options: Options,
-    upscale_one: Callable[[Image, Path], Image],
+    pairs: list[tuple[Path, Path]],
+    upscale: Upscale,
+    overwrite: bool,
+    max_pixels: int,
     on_error: Callable[[Path, str], None] = lambda _path, _message: None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     depth: int = 2,
     encoders: int = 2,
 ) -> Outcome:
-    """run_job's contract (same files, same checks, failures listed and reported in input order), overlapped.
-
-    `upscale_one` runs on the calling thread only; `on_error` is called from it, in input order."""
-    targets = prepare_outputs(sources, single, options)
-    reader = _Reader(list(zip(sources, targets)), options, max_pixels, depth)
+    """run_sequential's contract (same files, same checks, failures listed and reported in input order),
+    overlapped. `upscale` runs on the calling thread only; `on_error` is called from it, in input order."""
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+    reader = _Reader(pairs, overwrite, max_pixels, depth)
     results: list[Future[None] | BaseException | None] = []  # per input: its write, why it failed, None once settled
     outcome = Outcome()
 
@@ -227,7 +197,7 @@ def run_pipelined(
                 raise error
 
     writers = _Encoders(encoders)
-    reader.start()
+    reader.stage.start()
     finished = False
     try:
         for item in reader.decoded():
@@ -236,16 +206,14 @@ def run_pipelined(
                 results.append(item.error)
             else:
                 try:
-                    results.append(writers.submit(targets[item.index], upscale_one(image, sources[item.index]), item.replace))
+                    results.append(writers.submit(targets[item.index], upscale(image, sources[item.index]), item.replace))
                 except FAILURES as exc:
                     results.append(exc)
             image = None
             settle()
         finished = True
     finally:
-        # Every wait here is on an Event, never Thread.join(): on Python 3.11 a signal that interrupts join()
-        # marks the still-running thread as ended (bpo-45274), and the command would then remove an
-        # encoder's temporary, and print its message into imageio's capture of fd 2, mid-write.
+        # Every wait here is a Stage's wait(), never Thread.join() (runtime/jobs/channel.py says why).
         reader.stop()
         writers.close(drop_queued=not finished)
     settle()

@@ -24,16 +24,15 @@ from types import ModuleType
 
 import numpy as np
 
-from export.artifacts import MODULES, RTX_DEFAULT_TARGETS, SidecarError
-from export.artifacts import read_sidecar as read_checked_sidecar
-from export.contract import INPUT_NAME, OUTPUT_NAME
-from export.cuda_device import CudaDevice, cuda_device
-from export.fileutil import atomic_write_bytes
-from export.tensorrt_common import process_logger, rtx_targets
-from runtime.backend import Backend, BackendError, Limits
-from runtime.fetch import cache_dir
+from core.artifacts import MODULES, REBUILD, RTX_DEFAULT_TARGETS
+from core.descriptor import INPUT_NAME, OUTPUT_NAME
+from core.files import atomic_write_bytes
+from core.nvidia import CudaDevice, cuda_device
+from core.tensorrt_common import process_logger, rtx_targets
+from runtime.backends.base import Backend, BackendError, Limits
+from runtime.model.fetch import cache_dir
+from runtime.model.source import engine_sidecar
 
-REBUILD = "rebuild it with: python export.py --ckpt CHECKPOINT --fp16"
 PIP = "pip install -e '.[gpu]'"
 # What to do about each EngineInvalidityDiagnostics bit (tensorrt_rtx 1.7 names them).
 DIAGNOSTIC_HINTS = {
@@ -45,14 +44,6 @@ DIAGNOSTIC_HINTS = {
     "MALFORMED_ENGINE": REBUILD,
     "CUDA_ERROR": "check the GPU and driver (nvidia-smi)",
 }
-
-
-def read_sidecar(engine: Path) -> dict:
-    """The engine's sidecar, checked to belong to it; a BackendError that says what to rebuild otherwise."""
-    try:
-        return read_checked_sidecar(engine)
-    except SidecarError as exc:
-        raise BackendError(f"{exc}; {REBUILD}") from None
 
 
 def check_compatibility(engine: Path, sidecar: dict, installed_version: str, gpu_cc: str) -> None:
@@ -109,7 +100,7 @@ class TensorRTBackend(Backend):
     def __init__(self, engine: Path) -> None:
         super().__init__()
         self.engine_path = Path(engine)
-        self.sidecar = read_sidecar(self.engine_path)
+        self.sidecar = engine_sidecar(self.engine_path)
         self.flavor = self.sidecar["flavor"]
         self.name = "tensorrt-rtx" if self.flavor == "rtx" else "tensorrt"
         try:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.errors import first_line
-from runtime.backend import Backend, BackendError, BackendOutOfMemory
+from core.errors import first_line
+from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
 
 
 class TorchBackend(Backend):

@@ -14,7 +14,7 @@ libraries print reaches the terminal. OpenCV's log level is left alone: its log 
 and the level is process-wide state.
 
 Writing is atomic and, unless `replace`, exclusive: never a partial file, never another process's result
-replaced. Pixels and metadata are written by runtime/png.py for PNG (every colour type at 8 and 16 bits,
+replaced. Pixels and metadata are written by runtime/images/png.py for PNG (every colour type at 8 and 16 bits,
 deflated on every core; ICC and EXIF), by OpenCV for JPEG and WebP (ICC and EXIF) and BMP (none), and by
 tifffile for TIFF (ICC; OpenCV's TIFF writer takes no metadata). Only OpenCV's encoders report through
 stderr, so only they run inside the capture of file descriptor 2; PNG and TIFF writing raise exceptions
@@ -41,10 +41,10 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
-from export.contract import SCALE
-from export.errors import DeployError, first_line
-from export.fileutil import atomic_path
-from runtime.png import LIBPNG_MAX_SIDE, write_png
+from core.descriptor import SCALE
+from core.errors import ImageError, first_line
+from core.files import atomic_path
+from runtime.images.png import LIBPNG_MAX_SIDE, write_png
 
 READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 # Image types a user may expect to work, with the reason they do not (for folder runs to report).
@@ -76,9 +76,6 @@ CAPTURE_LOCK = threading.RLock()
 _DAMAGE = re.compile(r"premature end|corrupt|bad huffman|invalid sos|progression|resync|error", re.IGNORECASE)
 _HARMLESS = re.compile(r"extraneous bytes before marker 0xd9", re.IGNORECASE)
 
-
-class ImageError(DeployError):
-    """An image that cannot be read or written; the message names the file."""
 
 
 @dataclass
@@ -364,7 +361,7 @@ def _stderr_captured() -> Iterator[list[str]]:
     """Redirect file descriptor 2 (where libjpeg, libpng, libtiff and OpenCV's log write) to a temporary
     file for the block; yields a list that holds the captured text once the block ends. fd 2 is process-wide,
     so captures hold CAPTURE_LOCK: one at a time, and code on other threads that prints to stderr takes it
-    too (runtime/pipelined.py does), or its text would land in the capture."""
+    too (runtime/jobs/pipelined.py does), or its text would land in the capture."""
     with CAPTURE_LOCK:
         sys.stderr.flush()
         saved = os.dup(2)

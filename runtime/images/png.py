@@ -21,7 +21,7 @@ bytes and their deflate).
 
 Colour types 0 (grey), 2 (RGB), 4 (grey+alpha) and 6 (RGBA), 8 or 16 bits; iCCP and eXIf chunks. Errors are
 Python exceptions (zlib's, numpy's, the stream's), never text printed by a C library, so writing needs no
-capture of the process's stderr (see runtime/imageio.py) and runs beside decoding on other threads.
+capture of the process's stderr (see runtime/images/io.py) and runs beside decoding on other threads.
 References: PNG specification (third edition), sections 9 (filters), 10 (compression), 11.3.2 (iCCP) and
 11.3.6 (eXIf); RFC 1950 (zlib stream), RFC 1951 (deflate).
 """

@@ -11,16 +11,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from export.errors import DeployError
-from export.fileutil import atomic_path, sha256_file
+from core.errors import FetchError
+from core.files import atomic_path, sha256_file
 
 PUBLIC_URL = "https://github.com/Amazingren/NTIRE2024_ESR/raw/main/model_zoo/team44_LSANet.pth"
 PUBLIC_SHA256 = "4a781d3b83a670931ae57d8e67c89c3dcda2d212d6be357edf536312d80587c0"
 FILENAME = "team44_LSANet.pth"
 
-
-class FetchError(DeployError):
-    """The checkpoint could not be downloaded, or what came was not the expected file."""
 
 
 def cache_dir() -> Path:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from export.errors import DeployError
-from export.fileutil import sha256_file
+from core.errors import DeployError
+from core.files import sha256_file
 
 MANIFEST = "manifest.json"
 # Engine flavours: their name in the manifest and on the command line, and the Python module that builds and
@@ -35,6 +35,10 @@ def engine_file(precision: str, flavor: str) -> str:
 
 class SidecarError(DeployError):
     """An engine's sidecar is missing, unreadable, or describes another file."""
+
+
+# What to do about an engine that does not match its sidecar, or cannot run here.
+REBUILD = "rebuild it with: python export.py --ckpt CHECKPOINT --fp16"
 
 
 def read_sidecar(engine: Path) -> dict:

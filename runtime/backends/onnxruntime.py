@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.cuda_device import cuda_device
-from export.errors import first_line
-from runtime.backend import Backend, BackendError, BackendOutOfMemory
+from core.errors import first_line
+from core.nvidia import cuda_device
+from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
 from runtime.cores import usable_cores
 
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}

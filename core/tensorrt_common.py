@@ -7,7 +7,7 @@ import functools
 import importlib
 from types import ModuleType
 
-from export.artifacts import MODULES
+from core.artifacts import MODULES
 
 
 def rtx_targets() -> list[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import av
 
-from export.errors import DeployError
+from core.errors import DeployError
 
 
 class CodecError(DeployError):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from export.contract import SCALE
+from core.descriptor import SCALE
 
 
 def needs_network(alpha: np.ndarray) -> bool:

@@ -10,7 +10,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from export.errors import DeployError, interrupts_deferred
+from core.errors import DeployError
+from core.signals import interrupts_deferred
 
 
 def sha256_file(path: str | Path) -> str:

@@ -17,7 +17,7 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Interpolation
 
-from export.errors import DeployError
+from core.errors import DeployError
 
 UNSPECIFIED = 2  # AVCOL_SPC/AVCOL_PRI/AVCOL_TRC_UNSPECIFIED
 BT709, BT470BG, SMPTE170M, BT2020_NCL = 1, 5, 6, 9

@@ -1,0 +1,94 @@
+"""Choosing a backend: each candidate of the registry in turn is made, loaded and self-checked against the
+model's canary (core/canary.py); the decision says which one runs, why, and why the better-ranked ones
+were passed over.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.canary import canary_input, judge, read_canary
+from core.errors import BackendError, first_line
+from core.vocabulary import BACKENDS
+from runtime.backends.base import Backend
+from runtime.backends.registry import REGISTRY
+from runtime.model.source import Model
+
+
+@functools.lru_cache(maxsize=4)
+def _canary(path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(input, reference or None): read once per run, though `auto` may check several backends and a fallback."""
+    return read_canary(path) if path is not None else (canary_input(), None)
+
+
+def self_check(backend: Backend, model: Model) -> None:
+    """Run the canary through an active backend; BackendError with the reason if it misses its reference
+    (or, without one, is not a plausible x4 model). Measured cost in BENCHMARKS.md."""
+    try:
+        inputs, reference = _canary(model.canary)
+    except ValueError as exc:
+        raise BackendError(str(exc)) from None
+    try:
+        output = backend.infer(inputs)
+    except (ValueError, RuntimeError) as exc:  # a graph that is not LSANet's can fail on the canary's shape
+        raise BackendError(f"self-check failed: {first_line(exc)}") from None
+    if reason := judge(output, inputs, reference, backend.precision):
+        raise BackendError(f"self-check failed: {reason}")
+
+
+def _activate_checked(backend: Backend, model: Model) -> None:
+    """Load the backend and run its self-check; on any failure it is released again before raising."""
+    try:
+        backend.activate()
+        self_check(backend, model)
+    except (BackendError, MemoryError) as exc:
+        backend.deactivate()
+        raise BackendError(str(exc) or type(exc).__name__) from None
+
+
+@dataclass
+class Choice:
+    """What selection decided: the active, self-checked backend, why it was chosen, the better-ranked ones
+    passed over (each with its reason), and the FP32 backend that reruns tiles an FP16 backend returns with
+    NaN/Inf (not loaded until a tile needs it; None when the backend is FP32 or no FP32 graph exists)."""
+
+    backend: Backend
+    reason: str
+    skipped: list[str]
+    fallback: Backend | None = None
+
+
+def _fallback(model: Model, backend: Backend) -> Backend | None:
+    if backend.precision == "fp32" or "fp32" not in model.onnx:
+        return None
+    from runtime.backends.onnxruntime import ORTBackend
+
+    return ORTBackend(model.onnx["fp32"], "fp32", "auto")
+
+
+def choose_backend(name: str, model: Model, precision: str | None = None) -> Choice:
+    """For 'auto' the first backend that loads and passes its self-check, else the named one (an error saying
+    why if it cannot). Every candidate passed over is listed with its reason."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
+    skipped, reasons = [], []
+    for entry in REGISTRY:
+        if name not in ("auto", entry.name):
+            continue
+        try:
+            backend = entry.make(model, precision)
+            _activate_checked(backend, model)
+        except BackendError as exc:
+            skipped.append(f"{entry.label}: {exc}")
+            reasons.append(str(exc))
+            continue
+        return Choice(backend, entry.why if name == "auto" else "chosen with --backend", skipped, _fallback(model, backend))
+    if name == "auto":
+        raise BackendError("no backend can run here: " + "; ".join(skipped))
+    raise BackendError(f"backend {name} cannot run: {'; '.join(reasons)}")
+
+

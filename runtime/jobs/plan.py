@@ -1,0 +1,185 @@
+"""A run's inputs and outputs, decided before any work: which files INPUT names, and where each result goes.
+
+Naming is written once for local paths and object-storage URIs (`s3://`, `gs://`): OUTPUT itself for one
+input (unless it is a folder), else `OUTPUT/<name><suffix><ext>`, else beside the input. Every target is
+checked before a model loads: a writable format, and no two inputs writing one file (`a.jpg` and `a.png`
+with `--ext png` would otherwise replace each other's result).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from core.errors import JobError
+from core.files import is_temporary, make_writable_folder
+from core.vocabulary import VIDEO_SUFFIXES
+from runtime.images.io import READABLE, skip_reason
+from runtime.settings import Settings
+
+REMOTE = ("s3://", "gs://", "gcs://")
+
+
+def is_remote(spec: str | Path) -> bool:
+    """Whether `spec` is an object-storage URI rather than a local path."""
+    return str(spec).lower().startswith(REMOTE)
+
+
+@dataclass
+class Inputs:
+    """What a command's INPUT named: the image files to run, whether it was one file, and the files of a
+    folder or glob that were passed over, each with the reason (the summary lists them)."""
+
+    files: list[Path]
+    single: bool
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What a run did: the results written, and the inputs that failed with their one-line reasons."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _sort_out(candidates: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    files, skipped = [], []
+    for path in candidates:
+        if not path.is_file():
+            if path.is_dir():
+                continue  # sub-folders are not walked, and say nothing
+            skipped.append((path, "a broken link" if path.is_symlink() else "not a regular file"))
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            skipped.append((path, "a video: upscale it on its own (upscale.py clip.mp4 clip_x4.mp4)"))
+        elif is_temporary(path):
+            skipped.append((path, "a temporary file of an interrupted run (safe to delete)"))
+        elif reason := skip_reason(path):
+            skipped.append((path, reason))
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def resolve_inputs(spec: str) -> Inputs:
+    """The image files INPUT names: a file, a folder (its files) or a glob. Temporaries of interrupted runs
+    are never taken as inputs; other files a folder or glob holds that are not images are listed as skipped."""
+    path = Path(spec)
+    if path.is_file():
+        return Inputs([path], True)
+    if path.is_dir():
+        files, skipped = _sort_out(sorted(path.iterdir()))
+        if not files:
+            reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
+            raise JobError(f"{path}: no images in this folder ({', '.join(sorted(READABLE))})" + (f"; {reasons}" if reasons else ""))
+        return Inputs(files, False, skipped)
+    if glob.has_magic(spec):
+        files, skipped = _sort_out(sorted(Path(p) for p in glob.glob(spec)))
+        if not files:
+            raise JobError(f"{spec}: no image files match")
+        return Inputs(files, False, skipped)
+    if path.exists():
+        raise JobError(f"{spec}: not a regular file or folder")
+    raise JobError(f"{spec}: no such file or folder")
+
+
+def previous_results(sources: list[Path], suffix: str) -> list[Path]:
+    """Inputs that are this command's own outputs from an earlier run (`a_x4.png` beside `a.png`)."""
+    if not suffix:
+        return []
+    stems = {(s.parent, s.stem) for s in sources}
+    return [s for s in sources if s.stem.endswith(suffix) and (s.parent, s.stem[: -len(suffix)]) in stems]
+
+
+def extension(settings: Settings) -> str | None:
+    """--ext as a suffix with its dot, None for the input's own; JobError for a format that cannot be written."""
+    ext = settings.ext
+    if ext is None:
+        return None
+    ext = ext if ext.startswith(".") else f".{ext}"
+    if ext.lower() not in READABLE:
+        raise JobError(f"--ext {settings.ext}: cannot write that format (choose from {', '.join(sorted(READABLE))})")
+    return ext
+
+
+def _names_a_file(output: str | Path, single: bool) -> bool:
+    """Whether OUTPUT is the result file itself: one input, and OUTPUT neither a folder nor ending in '/'."""
+    if not single:
+        return False
+    if is_remote(output):
+        return not str(output).endswith("/")
+    return not (Path(output).is_dir() or str(output).endswith(os.sep))
+
+
+def output_for(source: str | Path, single: bool, output: str | Path | None, settings: Settings) -> str | Path:
+    """Where one input's result goes (a Path, or a URI for object storage; see the module docstring)."""
+    ext = extension(settings)
+    name = f"{PurePosixPath(source).stem}{settings.suffix}{ext or PurePosixPath(source).suffix}"
+    if output is None:
+        return Path(source).with_name(name)
+    if is_remote(output):
+        scheme, key = str(output).split("://", 1)
+        if _names_a_file(output, single):
+            return f"{scheme}://{PurePosixPath(key).with_suffix(ext)}" if ext else str(output)
+        return f"{str(output).rstrip('/')}/{name}"
+    output = Path(output)
+    if _names_a_file(output, single):
+        return output.with_suffix(ext) if ext else output
+    return output / name
+
+
+def plan_outputs(sources: list, single: bool, output: str | Path | None, settings: Settings) -> list:
+    """Every input's output (`output_for`), checked before any work: a writable format, an existing folder
+    for a single output, and no two inputs writing the same file."""
+    targets = [output_for(source, single, output, settings) for source in sources]
+    seen: dict[str, object] = {}
+    for source, target in zip(sources, targets):
+        suffix = PurePosixPath(str(target)).suffix
+        if suffix.lower() not in READABLE:
+            raise JobError(f"{target}: unknown output format '{suffix}' (use one of {', '.join(sorted(READABLE))})")
+        if single and not is_remote(target) and not Path(target).parent.is_dir():
+            raise JobError(f"{target}: output folder {Path(target).parent} does not exist")
+        key = str(target) if is_remote(target) else os.path.normcase(os.path.abspath(target))
+        if key in seen:
+            raise JobError(
+                f"{seen[key]} and {source} would both write {target}; nothing was done (use another --suffix or --ext, or separate folders)"
+            )
+        seen[key] = source
+    return targets
+
+
+@dataclass
+class RunPlan:
+    """A run decided before any work: every input with its output (Paths, or URIs for object storage), whether
+    INPUT was one file, the files passed over with their reasons, and the inputs left out as this tool's
+    results of an earlier run."""
+
+    pairs: list[tuple]
+    single: bool
+    skipped: list[tuple] = field(default_factory=list)
+    earlier: list = field(default_factory=list)
+
+
+def plan_run(inputs: str, output: str | Path | None, settings: Settings) -> RunPlan:
+    """Resolve INPUT (a local file, folder or glob, or an object-storage object, prefix or glob), leave out
+    earlier results among a folder's files, and plan and check every output (`plan_outputs`)."""
+    if is_remote(inputs):
+        from runtime.jobs.storage import remote_inputs
+
+        sources, single, skipped = remote_inputs(inputs)
+    else:
+        found = resolve_inputs(inputs)
+        sources, single, skipped = found.files, found.single, found.skipped
+    earlier = [] if single else previous_results([PurePosixPath(str(s)) for s in sources], settings.suffix)
+    left_out = {str(e) for e in earlier}
+    sources = [s for s in sources if str(s) not in left_out]
+    targets = plan_outputs(sources, single, output, settings)
+    return RunPlan(list(zip(sources, targets)), single, skipped, earlier)
+
+
+def make_output_folder(output: Path | None, single: bool) -> None:
+    """The output folder of a multi-file run, made (with its parents) and checked writable."""
+    if not single and output is not None:
+        make_writable_folder(output, "output folder ")

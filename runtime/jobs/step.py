@@ -1,0 +1,136 @@
+"""The one per-file step every run is made of: prepare (check the output, decode the input), upscale,
+commit (write the result atomically). The sequential run calls `run_one`; the pipelined run, the cluster
+and video schedule the same phases on their own threads, tasks or streams, and the library's
+`Upscaler.upscale_file` is `run_one`. A check written here holds for all of them.
+
+Nothing is lost: an input is never written to; an existing output is replaced only with `overwrite` and
+only when it is an earlier result of this tool for this input; the commit is exclusive, so a file another
+process wrote meanwhile is kept (runtime/images/io.py write_image).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from core.errors import DeployError, OutputError
+from runtime.images.io import CAPTURE_LOCK, Image, is_result_of, read_image, write_image
+from runtime.jobs.plan import Outcome
+
+# What fails one file without stopping the run: reported, and the run goes on to the next input.
+FAILURES = (DeployError, ValueError, FloatingPointError, MemoryError)
+
+Upscale = Callable[[Image, Path], Image]
+
+
+def check_output(
+    source: Path, target: Path, overwrite: bool, inputs: set[Path], is_result: Callable[[Path, Path], bool] = is_result_of
+) -> bool:
+    """Refuse to touch an input (`inputs`: all of this run's, resolved), or to replace an existing file that
+    is not an earlier result of this tool for this input, or any existing file without `overwrite`.
+    Returns whether the write may replace an existing file. `is_result` says whether an existing target is
+    this tool's result for the source (images: runtime/images/io.py is_result_of; videos bring their own)."""
+    if target.resolve() == source.resolve() or (target.exists() and target.samefile(source)):
+        raise OutputError(f"{target}: the output would overwrite its input; choose another name")
+    if target.resolve() in inputs:
+        raise OutputError(f"{target}: is also one of the inputs; choose another --suffix or folder")
+    if not target.parent.is_dir():
+        raise OutputError(f"{target}: output folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise OutputError(f"{target}: output folder {target.parent} is not writable")
+    if not (target.exists() or target.is_symlink()):
+        return False
+    if not overwrite:
+        raise OutputError(f"{target}: exists (use --overwrite to replace an earlier result)")
+    if target.is_symlink() or not target.is_file():
+        raise OutputError(f"{target}: exists and is not a regular file; refusing to replace it, even with --overwrite")
+    if not is_result(source, target):
+        raise OutputError(
+            f"{target}: exists and is not an earlier x4 result of {source.name} (not 4x its size, or not made by "
+            "this tool); refusing to replace it, even with --overwrite"
+        )
+    return True
+
+
+class Target(Protocol):
+    """Where one result goes: a local file (LocalFile) or an object (runtime/jobs/storage.py ObjectTarget)."""
+
+    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> bool:
+        """OutputError unless the result may be written; returns whether it may replace what is there."""
+
+    def complete(self, source: Path) -> bool:
+        """Whether a complete earlier result of this tool for `source` is already there."""
+
+    def commit(self, result: Image, replace: bool) -> None:
+        """Write the result whole, exclusively unless `replace`."""
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A result file on a local or shared file system."""
+
+    path: Path
+
+    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> bool:
+        return check_output(source, self.path, overwrite, inputs)
+
+    def complete(self, source: Path) -> bool:
+        return self.path.is_file() and is_result_of(source, self.path)
+
+    def commit(self, result: Image, replace: bool) -> None:
+        write_image(self.path, result, replace=replace)
+
+
+def _target(target: Path | Target) -> Target:
+    return LocalFile(target) if isinstance(target, Path) else target
+
+
+@dataclass
+class Prepared:
+    """An input decoded, and whether its commit may replace an existing earlier result."""
+
+    image: Image
+    replace: bool
+
+
+def prepare(source: Path, target: Path | Target, overwrite: bool, inputs: set[Path], max_pixels: int) -> Prepared:
+    """Check the output first (cheap), then decode the input. Decoding holds imageio's capture lock, so a
+    thread that prints through runtime/jobs/pipelined.py stderr_stream() never lands inside its capture."""
+    replace = _target(target).check(source, overwrite, inputs)
+    with CAPTURE_LOCK:
+        return Prepared(read_image(source, max_pixels), replace)
+
+
+def commit(target: Path | Target, result: Image, replace: bool) -> None:
+    """Write one result atomically (exclusively unless `replace`)."""
+    _target(target).commit(result, replace)
+
+
+def run_one(source: Path, target: Path, upscale: Upscale, overwrite: bool, inputs: set[Path], max_pixels: int) -> Path:
+    """The whole step for one file, in the calling thread."""
+    prepared = prepare(source, target, overwrite, inputs, max_pixels)
+    commit(target, upscale(prepared.image, source), prepared.replace)
+    return target
+
+
+def run_sequential(
+    pairs: list[tuple[Path, Path]],
+    upscale: Upscale,
+    overwrite: bool,
+    max_pixels: int,
+    on_error: Callable[[Path, str], None] = lambda _path, _message: None,
+) -> Outcome:
+    """`run_one` for every (source, target) in turn, going on past bad files; each failure is recorded with
+    its one-line reason. runtime/jobs/pipelined.py runs the same phases overlapped."""
+    outcome = Outcome()
+    inputs = {s.resolve() for s, _ in pairs}
+    for source, target in pairs:
+        try:
+            outcome.written.append(run_one(source, target, upscale, overwrite, inputs, max_pixels))
+        except FAILURES as exc:
+            outcome.failed.append((source, str(exc)))
+            on_error(source, str(exc))
+    return outcome
