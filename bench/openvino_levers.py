@@ -21,7 +21,7 @@ import openvino as ov
 from skimage import data
 
 from bench.benchmark import round_robin
-from runtime.openvino_backend import cpu_has_bf16
+from runtime.backends.openvino import cpu_has_bf16
 
 BASE = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}
 

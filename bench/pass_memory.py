@@ -18,9 +18,9 @@ PROBE = """
 import json, re, sys
 import numpy as np
 name, side, onnx, ckpt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-from runtime.openvino_backend import OpenVINOBackend
-from runtime.ort_backend import ORTBackend
-from runtime.torch_backend import TorchBackend
+from runtime.backends.openvino import OpenVINOBackend
+from runtime.backends.onnxruntime import ORTBackend
+from runtime.backends.pytorch import TorchBackend
 make = {"openvino": lambda: OpenVINOBackend(onnx), "onnxruntime": lambda: ORTBackend(onnx, "fp32", "cpu"),
         "torch": lambda: TorchBackend(ckpt, device="cpu")}[name]
 def peak():

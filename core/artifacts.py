@@ -59,13 +59,18 @@ def read_sidecar(engine: Path) -> dict:
     return sidecar
 
 
-def _check_artifact(path: Path, artifact: object) -> None:
-    """One entry of the manifest's artifact list: well formed, a plain file name inside the folder, intact."""
+def _check_entry(path: Path, artifact: object) -> None:
+    """One entry of the manifest's artifact list: well formed, and a plain file name inside the folder."""
     if not isinstance(artifact, dict) or not all(isinstance(artifact.get(k), str) for k in ("file", "kind", "sha256")):
         raise DeployError(f"{path}: an artifact entry lacks file/kind/sha256; re-run export.py")
     name = artifact["file"]
     if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
         raise DeployError(f"{path}: artifact '{name}' is not a plain file name in {path.parent}; refusing to follow it")
+
+
+def _check_file(path: Path, artifact: dict) -> None:
+    """The file an entry names: present, and with the sha256 the manifest recorded."""
+    name = artifact["file"]
     file = path.parent / name
     if not file.is_file():
         raise DeployError(f"{path}: lists {name}, which is missing; re-run export.py")
@@ -73,8 +78,8 @@ def _check_artifact(path: Path, artifact: object) -> None:
         raise DeployError(f"{file}: sha256 differs from {path.name} (changed or damaged since export); re-run export.py")
 
 
-def load_manifest(out_dir: Path) -> dict:
-    """The manifest in `out_dir`, checked: its structure, and every file it lists by name and sha256."""
+def read_manifest(out_dir: Path) -> dict:
+    """The manifest in `out_dir` as export.py writes it (its structure checked, not the files it lists)."""
     path = Path(out_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -91,7 +96,15 @@ def load_manifest(out_dir: Path) -> dict:
     if not isinstance(artifacts, list) or not isinstance(checkpoint, dict):
         raise DeployError(f"{path}: lacks its artifact list or checkpoint entry; re-run export.py")
     for artifact in artifacts:
-        _check_artifact(path, artifact)
+        _check_entry(path, artifact)
+    return manifest
+
+
+def load_manifest(out_dir: Path) -> dict:
+    """The manifest in `out_dir`, checked: its structure, and every file it lists by name and sha256."""
+    manifest = read_manifest(out_dir)
+    for artifact in manifest["artifacts"]:
+        _check_file(Path(out_dir) / MANIFEST, artifact)
     return manifest
 
 

@@ -8,9 +8,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import DeployError
+from core.errors import DeployError, OutputError
 from core.signals import interrupts_deferred
 
 
@@ -69,22 +70,50 @@ def _temporary_file(path: Path) -> Path:
     return Path(tmp)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """An existing file as it was when it was checked: a commit with `replace=Checked` replaces that very
+    file (same device, inode, size and modification time) and nothing else."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> Checked:
+        st = os.stat(path, follow_symlinks=False)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# How a commit may treat what is at the target: True replaces anything (the exporter's own files), a
+# Checked replaces only the file that was checked, False or None replaces nothing.
+Replace = bool | Checked | None
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, replace: Replace = True) -> Iterator[Path]:
     """Yield a temporary path in `path`'s directory (same suffix, so writers that look at it still work);
     move it onto `path` if the block succeeds, delete it otherwise. Readers never see a partial file.
 
-    With `replace` False the commit is an exclusive hard link: FileExistsError if `path` appeared meanwhile
-    (another process wrote it), so two concurrent runs can never silently replace each other's result.
+    Without `replace` the commit is an exclusive hard link, so two concurrent runs can never silently replace
+    each other's result; with a `Checked` it replaces that checked file only (`_replace_checked`). Either
+    way an OutputError says what was found instead.
     """
     path = Path(path)
     with _tracked(lambda: _temporary_file(path)) as tmp:
         yield tmp
         with interrupts_deferred():
-            if replace:
+            if replace is True:
                 os.replace(tmp, path)
+            elif isinstance(replace, Checked):
+                _replace_checked(tmp, path, replace)
             else:
                 _claim(tmp, path)
+
+
+def _appeared(path: Path) -> OutputError:
+    return OutputError(f"{path}: appeared while this run was working (another process wrote it); not replaced")
 
 
 def _claim(tmp: Path, path: Path) -> None:
@@ -93,10 +122,45 @@ def _claim(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise
+        raise _appeared(path) from None
     except OSError:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise _appeared(path) from None
         os.replace(tmp, path)
+
+
+def _replace_checked(tmp: Path, path: Path, checked: Checked) -> None:
+    """Replace `path` with `tmp` only if `path` is still the file that was checked. What is at `path` is
+    first moved aside (a rename: atomic, whatever it is); only when the file moved aside is the checked
+    one does the result go in (exclusively) and the old file go. Anything else is put back, so a file that
+    took the checked one's place meanwhile is never replaced."""
+    aside = _temporary_file(path)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # the checked file went away meanwhile: nothing is replaced
+        aside.unlink()
+        _claim(tmp, path)
+        return
+    except BaseException:
+        aside.unlink()
+        raise
+    if Checked.of(aside) != checked:
+        try:
+            _claim(aside, path)  # back where it was
+        except OutputError:
+            raise OutputError(
+                f"{path}: changed while this run was working, and another file took its name meanwhile; the "
+                f"changed file is kept as {aside.name}"
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            aside.unlink()  # after a hard link both names are that file; without links it was moved
+        raise OutputError(f"{path}: changed while this run was working (not the earlier result that was checked); not replaced")
+    try:
+        _claim(tmp, path)
+    finally:
+        aside.unlink()  # the checked earlier result: replaced, or given up to a file that appeared meanwhile
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """The export chain: checkpoint -> fused network -> FP32 ONNX -> FP16 ONNX -> parity gate -> engines -> manifest.
 
-Everything is made in a staging folder inside the output folder and moved into place only after the parity
-gate and every engine build succeeded; the old manifest is removed before anything is replaced and the new
-one written last, so a manifest never points at a missing or different file.
+Everything is made in a staging folder inside the output folder and published only after the parity gate
+and every engine build succeeded, in one step that a failure undoes (export/publish.py); the output folder
+is checked before any work to hold nothing of the user's that the export would replace.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from core.artifacts import FORMAT, MANIFEST, MODULES, engine_file, onnx_file
+from core.artifacts import FORMAT, MODULES, engine_file, onnx_file
 from core.canary import CANARY_FILE, canary_input, write_canary
 from core.descriptor import LSANET
 from core.errors import DeployError
@@ -30,6 +30,7 @@ from export.checkpoint import load_checkpoint
 from export.fp16 import KEEP_FP32, to_fp16
 from export.onnx_export import OPSET, export_fp32
 from export.parity import ParityReport, enforce, run_gate
+from export.publish import claim, publish
 from export.trt_build import (
     BuildOptions,
     EngineResult,
@@ -103,6 +104,10 @@ def run_export(cfg: ExportConfig) -> ExportResult:
     notes.extend(skipped)
     make_writable_folder(cfg.out_dir, "--out ")
     precision = "fp16" if cfg.fp16 else "fp32"
+    engine_names = [engine_file(precision, flavor) for flavor in flavors]
+    written = [onnx_file("fp32"), onnx_file("fp16"), CANARY_FILE]
+    written += [f"{Path(e).stem}{suffix}" for e in engine_names for suffix in (".engine", ".json", ".cache")]
+    claim(cfg.out_dir, written)  # nothing of the user's is replaced, checked before any work
 
     t = time.perf_counter()
     model = load_checkpoint(cfg.ckpt, cfg.key)
@@ -177,20 +182,11 @@ def run_export(cfg: ExportConfig) -> ExportResult:
             "timings_s": timings,
             "notes": notes,
         }
-        _commit(stage, out_dir, artifacts, manifest)
+        # A reused engine (and its sidecar) is already in place: only what was staged moves.
+        staged = [artifact["file"] for artifact in artifacts] + [cache.name for cache in stage.glob("*.cache")]
+        names = [name for name in staged if (stage / name).is_file()]
+        publish(stage, out_dir, names, (json.dumps(manifest, indent=2, default=float) + "\n").encode())
     return ExportResult(manifest, _summary_lines(cfg.ckpt, manifest, report, out_dir))
-
-
-def _commit(stage: Path, out_dir: Path, artifacts: list[dict], manifest: dict) -> None:
-    """Replace the old artifacts with the staged ones; the manifest goes first and comes back last."""
-    (out_dir / MANIFEST).unlink(missing_ok=True)
-    for artifact in artifacts:
-        staged = stage / artifact["file"]
-        if staged.exists():
-            staged.replace(out_dir / artifact["file"])
-    for cache in stage.glob("*.cache"):
-        cache.replace(out_dir / cache.name)
-    atomic_write_bytes(out_dir / MANIFEST, (json.dumps(manifest, indent=2, default=float) + "\n").encode())
 
 
 def _summary_lines(ckpt: Path, manifest: dict, report: ParityReport, out_dir: Path) -> list[str]:

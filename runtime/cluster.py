@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from core.errors import ClusterError, first_line, one_line
+from core.files import Replace
 from runtime.jobs.plan import RunPlan, is_remote, make_output_folder, plan_run
 from runtime.jobs.step import FAILURES, LocalFile, Target, prepare
 from runtime.jobs.storage import ObjectTarget, local_copy, remote
@@ -71,8 +72,9 @@ def _renamed(exc: Exception, local: Path, name: str) -> str:
     return str(exc).replace(str(local), name)
 
 
-def _row(row: dict, started: float, status: str = "", image: bytes = b"", error: str = "", replace: bool = False) -> dict:
-    return {**row, "status": status, "replace": replace, "image": image, "error": one_line(error) if error else "",
+def _row(row: dict, started: float, status: str = "", image: bytes = b"", error: str = "", replace: Replace = None) -> dict:
+    # `replace` travels pickled: what the commit may replace (core/files.py Checked, or an object's version).
+    return {**row, "status": status, "replace": pickle.dumps(replace), "image": image, "error": one_line(error) if error else "",
             "seconds": time.perf_counter() - started}  # fmt: skip
 
 
@@ -164,7 +166,7 @@ def commit(row: dict) -> dict:
     outcome = {key: row[key] for key in ("source", "target", "status", "error", "seconds", "attempts", "backend")}
     if row["status"]:
         return outcome
-    image, target, replace = pickle.loads(row["image"]), _target(row["target"]), bool(row["replace"])
+    image, target, replace = pickle.loads(row["image"]), _target(row["target"]), pickle.loads(row["replace"])
     try:
         if replace or is_remote(row["target"]) or not target.complete(Path(row["source"])):
             target.commit(image, replace)
@@ -223,13 +225,29 @@ def _ray(address: str | None, quiet: bool) -> Iterator[object]:
         import ray
     except ImportError:
         raise ClusterError("--cluster ray needs Ray Data: pip install -e '.[cluster]'") from None
-    for name in ("ray", "ray.data"):  # Ray Data configures its own logger; INFO lines are its chatter
-        logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.WARNING)
-    ray.data.DataContext.get_current().enable_progress_bars = not quiet
-    ray.data.DataContext.get_current().print_on_execution_start = False
-    if ray.is_initialized():
-        yield ray
-        return
+    level = logging.ERROR if quiet else logging.WARNING
+    # Ray Data reconfigures its loggers whenever a dataset starts executing (ray/data/_internal/logging.py
+    # configure_logging), taking RAY_DATA_LOG_LEVEL over its own config: set for this run only.
+    previous = os.environ.get("RAY_DATA_LOG_LEVEL")
+    os.environ["RAY_DATA_LOG_LEVEL"] = logging.getLevelName(level)
+    try:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(level)
+        ray.data.DataContext.get_current().enable_progress_bars = not quiet
+        ray.data.DataContext.get_current().print_on_execution_start = False
+        if ray.is_initialized():
+            yield ray
+            return
+        yield from _started(ray, address, quiet)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_DATA_LOG_LEVEL", None)
+        else:
+            os.environ["RAY_DATA_LOG_LEVEL"] = previous
+
+
+def _started(ray, address: str | None, quiet: bool) -> Iterator[object]:
+    """A Ray of this run's own: connected to `address`, $RAY_ADDRESS, or started here; shut down after."""
     address = address or os.environ.get("RAY_ADDRESS")
     where = {"address": address} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
     try:

@@ -19,6 +19,7 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import ImageCms
 
+from core.errors import OutputError
 from runtime.images.io import (
     Image,
     ImageError,
@@ -361,7 +362,7 @@ def test_max_pixels_can_be_raised(tmp_path: Path) -> None:
 def test_exclusive_write_keeps_a_file_that_appeared(tmp_path: Path) -> None:
     path = tmp_path / "out.png"
     path.write_bytes(b"another process's result")
-    with pytest.raises(ImageError, match="appeared while this run was working"):
+    with pytest.raises(OutputError, match="appeared while this run was working"):
         write_image(path, Image(np.zeros((4, 4), np.uint8)))
     assert path.read_bytes() == b"another process's result"
     write_image(path, Image(np.zeros((4, 4), np.uint8)), replace=True)

@@ -43,7 +43,7 @@ from PIL import Image as PILImage
 
 from core.descriptor import SCALE
 from core.errors import ImageError, first_line
-from core.files import atomic_path
+from core.files import Replace, atomic_path
 from runtime.images.png import LIBPNG_MAX_SIDE, write_png
 
 READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
@@ -61,8 +61,10 @@ NO_ALPHA = {".jpg", ".jpeg", ".bmp"}
 # 1-gigapixel, 3 GiB (8-bit RGB) output, about what a workstation holds. Larger needs --max-pixels.
 DEFAULT_MAX_PIXELS = 64_000_000
 # Written into every result's EXIF (PNG, JPEG, WebP) or TIFF Software tag: what `is_result_of` looks for
-# before --overwrite may replace a file. BMP holds no metadata: there the size alone decides.
+# before --overwrite may replace a file. Formats in UNMARKED hold no metadata, so no file of theirs is
+# ever taken for an earlier result (a photo exactly 4x the input's size would otherwise pass).
 SOFTWARE = "lsanet-deploy x4"
+UNMARKED = {".bmp"}
 _SOFTWARE_TAG = 0x0131
 _EXTRA_SAMPLES_TAG = 338
 _BITS_PER_SAMPLE_TAG = 258
@@ -133,16 +135,15 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def is_result_of(source: str | Path, target: str | Path) -> bool:
-    """Whether `target` is this tool's x4 result for `source`: exactly 4x its size (from the headers) and,
-    where the format holds metadata, marked with SOFTWARE. Only such a file may --overwrite replace: a
-    photo that an unquoted glob made the OUTPUT is neither, even when it happens to be 4x the size."""
+    """Whether `target` is this tool's x4 result for `source`: exactly 4x its size (from the headers) and
+    marked with SOFTWARE (so never a file of a format in UNMARKED). Only such a file may --overwrite
+    replace: a photo that an unquoted glob made the OUTPUT is not, even when it happens to be 4x the size."""
     try:
         width, height = image_size(source)
         header = _read_header(Path(target))
     except ImageError:
         return False
-    marked = Path(target).suffix.lower() == ".bmp" or header.software == SOFTWARE
-    return marked and header.shown_size == (width * SCALE, height * SCALE)
+    return header.software == SOFTWARE and header.shown_size == (width * SCALE, height * SCALE)
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
@@ -190,9 +191,10 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
-def write_image(path: str | Path, image: Image, *, replace: bool = False, quality: int = 95) -> None:
+def write_image(path: str | Path, image: Image, *, replace: Replace = False, quality: int = 95) -> None:
     """Encode with the image's ICC profile and EXIF, atomically (temporary file in the target folder, then
-    rename); without `replace` the commit is exclusive, so a file that appeared meanwhile is kept."""
+    rename); without `replace` the commit is exclusive, so a file that appeared meanwhile is kept, and with
+    a `Checked` (runtime/jobs/step.py check_output) only that checked file is replaced (core/files.py)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in READABLE:
@@ -210,9 +212,6 @@ def write_image(path: str | Path, image: Image, *, replace: bool = False, qualit
     try:
         with atomic_path(path, replace=replace) as tmp:
             _encode(tmp, suffix, image, quality)
-    except FileExistsError:
-        message = "appeared while this run was working (another process wrote it); not replaced"
-        raise ImageError(f"{path}: {message}") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied (output folder not writable)") from None
     except OSError as exc:

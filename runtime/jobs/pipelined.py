@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from core.files import Replace
 from runtime.images.io import CAPTURE_LOCK, Image
 from runtime.jobs.channel import Channel, Stage
 from runtime.jobs.plan import Outcome
@@ -73,7 +74,7 @@ def stderr_stream() -> TextIO:
 class _Decoded:
     index: int
     image: Image | None  # None when reading failed or the reader crashed
-    replace: bool = False
+    replace: Replace = None
     error: BaseException | None = None
 
 
@@ -119,7 +120,7 @@ class _Encoders:
     plus writing). Started before the run, so that no thread is spawned where a signal may land."""
 
     def __init__(self, count: int) -> None:
-        self.jobs: queue.Queue[tuple[Future[None], Path, Image, bool] | None] = queue.Queue()
+        self.jobs: queue.Queue[tuple[Future[None], Path, Image, Replace] | None] = queue.Queue()
         self.slots = threading.BoundedSemaphore(count)
         never = threading.Event()  # an encoder's own exceptions go to its futures, so nothing stops the others
         self.stages = [Stage(f"encoder_{i}", self._work, never) for i in range(count)]
@@ -139,7 +140,7 @@ class _Encoders:
             image = None
             self.slots.release()
 
-    def submit(self, target: Path, image: Image, replace: bool) -> Future[None]:
+    def submit(self, target: Path, image: Image, replace: Replace) -> Future[None]:
         """Hand a result over, waiting for a free slot; the future says how its write went."""
         future: Future[None] = Future()
         self.slots.acquire()

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Protocol
 
 from core.errors import DeployError, OutputError
-from runtime.images.io import CAPTURE_LOCK, Image, is_result_of, read_image, write_image
+from core.files import Checked, Replace
+from runtime.images.io import (
+    CAPTURE_LOCK,
+    UNMARKED,
+    Image,
+    is_result_of,
+    read_image,
+    write_image,
+)
 from runtime.jobs.plan import Outcome
 
 # What fails one file without stopping the run: reported, and the run goes on to the next input.
@@ -28,11 +36,13 @@ Upscale = Callable[[Image, Path], Image]
 
 def check_output(
     source: Path, target: Path, overwrite: bool, inputs: set[Path], is_result: Callable[[Path, Path], bool] = is_result_of
-) -> bool:
+) -> Checked | None:
     """Refuse to touch an input (`inputs`: all of this run's, resolved), or to replace an existing file that
     is not an earlier result of this tool for this input, or any existing file without `overwrite`.
-    Returns whether the write may replace an existing file. `is_result` says whether an existing target is
-    this tool's result for the source (images: runtime/images/io.py is_result_of; videos bring their own)."""
+    Returns None when nothing is there, else the earlier result as checked: the commit replaces that very
+    file and nothing that took its place meanwhile (core/files.py). `is_result` says whether an existing
+    target is this tool's result for the source (images: runtime/images/io.py is_result_of; videos bring
+    their own)."""
     if target.resolve() == source.resolve() or (target.exists() and target.samefile(source)):
         raise OutputError(f"{target}: the output would overwrite its input; choose another name")
     if target.resolve() in inputs:
@@ -42,30 +52,36 @@ def check_output(
     if not os.access(target.parent, os.W_OK):
         raise OutputError(f"{target}: output folder {target.parent} is not writable")
     if not (target.exists() or target.is_symlink()):
-        return False
+        return None
     if not overwrite:
         raise OutputError(f"{target}: exists (use --overwrite to replace an earlier result)")
     if target.is_symlink() or not target.is_file():
         raise OutputError(f"{target}: exists and is not a regular file; refusing to replace it, even with --overwrite")
+    checked = Checked.of(target)  # before it is judged: a file swapped in later is not what was checked
+    if target.suffix.lower() in UNMARKED:
+        raise OutputError(
+            f"{target}: exists, and a {target.suffix} file holds no mark of this tool, so an earlier result cannot be "
+            "told from a photo; refusing to replace it, even with --overwrite (delete it first)"
+        )
     if not is_result(source, target):
         raise OutputError(
             f"{target}: exists and is not an earlier x4 result of {source.name} (not 4x its size, or not made by "
             "this tool); refusing to replace it, even with --overwrite"
         )
-    return True
+    return checked
 
 
 class Target(Protocol):
     """Where one result goes: a local file (LocalFile) or an object (runtime/jobs/storage.py ObjectTarget)."""
 
-    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> bool:
-        """OutputError unless the result may be written; returns whether it may replace what is there."""
+    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> Replace:
+        """OutputError unless the result may be written; returns what the commit may replace (None: nothing)."""
 
     def complete(self, source: Path) -> bool:
         """Whether a complete earlier result of this tool for `source` is already there."""
 
-    def commit(self, result: Image, replace: bool) -> None:
-        """Write the result whole, exclusively unless `replace`."""
+    def commit(self, result: Image, replace: Replace) -> None:
+        """Write the result whole, replacing only what `replace` allows."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +90,13 @@ class LocalFile:
 
     path: Path
 
-    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> bool:
+    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> Replace:
         return check_output(source, self.path, overwrite, inputs)
 
     def complete(self, source: Path) -> bool:
         return self.path.is_file() and is_result_of(source, self.path)
 
-    def commit(self, result: Image, replace: bool) -> None:
+    def commit(self, result: Image, replace: Replace) -> None:
         write_image(self.path, result, replace=replace)
 
 
@@ -93,7 +109,7 @@ class Prepared:
     """An input decoded, and whether its commit may replace an existing earlier result."""
 
     image: Image
-    replace: bool
+    replace: Replace
 
 
 def prepare(source: Path, target: Path | Target, overwrite: bool, inputs: set[Path], max_pixels: int) -> Prepared:
@@ -104,8 +120,8 @@ def prepare(source: Path, target: Path | Target, overwrite: bool, inputs: set[Pa
         return Prepared(read_image(source, max_pixels), replace)
 
 
-def commit(target: Path | Target, result: Image, replace: bool) -> None:
-    """Write one result atomically (exclusively unless `replace`)."""
+def commit(target: Path | Target, result: Image, replace: Replace) -> None:
+    """Write one result atomically, replacing only what `replace` allows (what prepare checked)."""
     _target(target).commit(result, replace)
 
 

@@ -82,13 +82,6 @@ def local_copy(uri: str, folder: str) -> Iterator[Path]:
     yield local
 
 
-def _exists(uri: str) -> bool:
-    from pyarrow import fs
-
-    filesystem, path = remote(uri)
-    return filesystem.get_file_info(path).type != fs.FileType.NotFound
-
-
 @dataclass(frozen=True)
 class ObjectTarget:
     """A result stored as an object, committed by one put of the complete encoded bytes. Objects are not
@@ -97,15 +90,18 @@ class ObjectTarget:
 
     uri: str
 
-    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> bool:
-        if not _exists(self.uri):
-            return False
+    def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> tuple[int, int] | None:
+        """As LocalFile's: None when nothing is there, else the earlier result's version (size, mtime) as
+        checked, which the commit looks for again just before its put."""
+        version = self._version()
+        if version is None:
+            return None
         if not overwrite:
             raise OutputError(f"{self.uri}: exists (use --overwrite to replace an earlier result)")
         with tempfile.TemporaryDirectory(prefix="lsanet-") as folder, local_copy(self.uri, folder) as previous:
             if not is_result_of(source, previous):
                 raise OutputError(f"{self.uri}: exists and is not an earlier x4 result of {source.name}; not replaced")
-        return True
+        return version
 
     def complete(self, source: Path) -> bool:
         from pyarrow import fs
@@ -121,13 +117,26 @@ class ObjectTarget:
             return False
         return (width, height) == (source_width * SCALE, source_height * SCALE)
 
-    def commit(self, result: Image, replace: bool) -> None:
+    def _version(self) -> tuple[int, int] | None:
+        from pyarrow import fs
+
+        filesystem, path = remote(self.uri)
+        info = filesystem.get_file_info(path)
+        return None if info.type == fs.FileType.NotFound else (info.size, info.mtime_ns)
+
+    def commit(self, result: Image, replace: tuple[int, int] | None) -> None:
+        """One put of the complete bytes, after looking again at what is there: nothing, or the very version
+        that was checked. Object stores here offer no conditional put, so a writer between that look and
+        the put is not seen: the window is the put's own duration."""
         with tempfile.TemporaryDirectory(prefix="lsanet-") as folder:
             encoded = Path(folder) / PurePosixPath(self.uri).name
             write_image(encoded, result)
             data = encoded.read_bytes()
-        if not replace and _exists(self.uri):
+        now = self._version()
+        if now is not None and replace is None:
             raise OutputError(f"{self.uri}: appeared while this run was working; not replaced")
+        if now is not None and now != replace:
+            raise OutputError(f"{self.uri}: changed while this run was working (not the earlier result that was checked); not replaced")
         filesystem, path = remote(self.uri)
         with filesystem.open_output_stream(path) as stream:  # the bytes are complete before the put starts
             stream.write(data)
