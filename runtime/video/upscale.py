@@ -4,8 +4,10 @@ The first video stream is decoded, each frame converted to RGB with the stream's
 (runtime/video/colour.py), upscaled, converted back and encoded (runtime/video/codecs.py chooses the
 encoder); audio, subtitle and attachment streams are copied packet for packet (remuxed, not re-encoded)
 where the output container can hold them, and named as left out otherwise. Timing is kept exactly: every
-frame keeps its timestamp and duration in the source's time base (variable frame rate too). Decoding,
-inference and encoding overlap with bounded queues between them (runtime/jobs/channel.py).
+frame keeps its timestamp and duration in the source's time base (variable frame rate too). A rotation
+(the display matrix a phone writes) is kept as the output's display matrix, not applied to the pixels, so
+players turn the x4 video as they turned the source. Decoding, inference and encoding overlap with
+bounded queues between them (runtime/jobs/channel.py).
 
 Everything that can be checked is checked before the first frame is upscaled: the output container,
 codec, quality and preset, the codec's size limits for the x4 frame, memory. The output is written to a
@@ -42,6 +44,7 @@ from runtime.video.codecs import (
 )
 from runtime.video.colour import (
     Colour,
+    check_conversion,
     from_rgb,
     output_colour,
     stream_colour,
@@ -52,6 +55,8 @@ from runtime.video.colour import (
 # What FFmpeg demuxes and people call a video file; any of them is read, only CONTAINERS are written.
 # Frames an encoder holds at most (x264/x265 lookahead 40 at preset medium, B-frames, frame threads).
 _ENCODER_FRAMES = 48
+# The display matrix that turns nothing (libavutil/display.h: 16.16 fixed point, the last column 2.30).
+_IDENTITY = [1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30]
 _STALE_TAGS = {"encoder", "duration", "number_of_frames", "number_of_bytes", "bps", "_statistics_tags",
                "_statistics_writing_app", "_statistics_writing_date_utc"}  # fmt: skip
 
@@ -179,9 +184,32 @@ def _check_memory(width: int, height: int, colour: Colour) -> None:
         )
 
 
+def _display_matrix(source: Path, index: int) -> list[int] | None:
+    """The display matrix (rotation and mirroring: 9 int32, AV_FRAME_DATA_DISPLAYMATRIX in libavutil/
+    display.h) of video stream `index`'s first frame, None when it has none or the identity.
+
+    Read from a decoded frame because PyAV 18.1 exposes no input stream's side data: FFmpeg's decoders put
+    the container's matrix (MP4/MOV tkhd, Matroska projection: AVCodecParameters.coded_side_data, attached
+    to frames in libavcodec/decode.c) and an H.264/HEVC display orientation SEI on every frame. A separate
+    open, so that the output's header carries it before any packet is written; damage is left to the real
+    read."""
+    try:
+        with av.open(str(source)) as probe:
+            for frame in probe.decode(probe.streams[index]):
+                data = frame.side_data.get("DISPLAYMATRIX")
+                if data is None:
+                    return None
+                # int32 in native byte order, as av_display_rotation_set() writes them.
+                matrix = np.frombuffer(bytes(data), np.int32).tolist()
+                return None if matrix == _IDENTITY else matrix
+    except (av.error.FFmpegError, ValueError):
+        return None
+    return None
+
+
 def _add_video_stream(
     out: av.container.OutputContainer, video: av.video.stream.VideoStream, plan: EncoderPlan, colour: Colour,
-    size: tuple[int, int],
+    size: tuple[int, int], matrix: list[int] | None,
 ) -> av.video.stream.VideoStream:  # fmt: skip
     rate = video.average_rate or video.guessed_rate or Fraction(25)
     stream = out.add_stream(plan.codec.encoder, rate=rate, options=plan.options)
@@ -194,6 +222,10 @@ def _add_video_stream(
             video.codec_context.sample_aspect_ratio
         )
     tag(stream.codec_context, colour)
+    if matrix is not None:
+        # The stream's coded side data, written with the header (PyAV's VideoStream.set_display_matrix), as
+        # an FFmpeg remux keeps it: the mov and matroska muxers write it as their rotation fields.
+        stream.set_display_matrix(matrix)
     _copy_metadata(video.metadata, stream)
     return stream
 
@@ -248,7 +280,10 @@ def upscale_video(
         )
         colour_in = stream_colour(video)
         colour_out = output_colour(colour_in, plan.pix_fmt)
+        check_conversion(ctx.pix_fmt, colour_in)
+        check_conversion(plan.pix_fmt, colour_out)
         _check_memory(*size, colour_in)
+        matrix = _display_matrix(source, video.index)
         result = VideoResult(target, 0, plan.describe(), colour_out.describe())
         timer = Timer()
         ctx.thread_type = "AUTO"
@@ -257,7 +292,7 @@ def upscale_video(
             av.open(str(tmp), "w", format=container_for(target.suffix)) as out,
         ):
             _copy_metadata(container.metadata, out)
-            encoded = _add_video_stream(out, video, plan, colour_out, size)
+            encoded = _add_video_stream(out, video, plan, colour_out, size, matrix)
             copies = _add_other_streams(
                 container, video, out, target.suffix.lower(), result
             )
