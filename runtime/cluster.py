@@ -26,19 +26,24 @@ The report's `attempts` counts how many times each input entered inference.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import json
 import logging
 import os
 import pickle
+import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from core.errors import ClusterError, first_line, one_line
-from core.files import Replace
+from core.files import TEMP_MARK, Replace
+from core.signals import STOP_SIGNALS
 from runtime.jobs.plan import RunPlan, is_remote, make_output_folder, plan_run
 from runtime.jobs.step import FAILURES, LocalFile, Target, prepare
 from runtime.jobs.storage import ObjectTarget, local_copy, remote
@@ -251,13 +256,29 @@ def _started(ray, address: str | None, quiet: bool) -> Iterator[object]:
     address = address or os.environ.get("RAY_ADDRESS")
     where = {"address": address} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
     try:
-        ray.init(**where, log_to_driver=False, logging_level=logging.ERROR if quiet else logging.WARNING)
+        with _our_signals():
+            ray.init(**where, log_to_driver=False, logging_level=logging.ERROR if quiet else logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {one_line(str(exc))}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _our_signals() -> Iterator[None]:
+    """Keep this process's stop handlers (core/signals.py: a clean stop, exit 128 + signal) over what ray.init
+    installs for SIGTERM: a Python handler that exits 15, and Ray's C++ failure handler that prints a stack
+    dump. Handlers belong to the main thread; a library caller on another thread keeps Ray's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ours = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    yield
+    for signum, handler in ours.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 def _actors(ray, requested: int | None) -> tuple[int, float]:
@@ -283,13 +304,19 @@ def run_cluster(
     status (1 if any image failed). `actors`: inference actors (None: one per GPU, else one per node).
     ClusterError/DeployError for setup errors."""
     settings = settings or Settings()
-    quiet = settings.quiet
     from runtime.model.source import resolve_model
 
     resolve_model(settings.ckpt, settings.onnx, None, settings.engines_dir, None)
     job = plan(inputs, output, settings)  # refuses collisions before Ray starts
     job.skipped = [(s, why) for s, why in job.skipped if PurePosixPath(s).name != REPORT_NAME]
-    log = Report(report or report_path(output, job))
+    where = report or report_path(output, job)
+    with _one_run_at_a_time(None if is_remote(where) else Path(where).parent):
+        return _run(job, where, settings, address, actors)
+
+
+def _run(job: RunPlan, where: str, settings: Settings, address: str | None, actors: int | None) -> int:
+    quiet = settings.quiet
+    log = Report(where)
     counts = {"written": 0, "skipped": 0, "failed": 0}
     first = ""
     try:
@@ -306,6 +333,7 @@ def run_cluster(
                         seconds=round(float(row["seconds"]), 4), error=row["error"], attempts=int(row["attempts"] or 0))  # fmt: skip
     except BaseException:
         log.discard()
+        _remove_leftovers([target for _, target in job.pairs])
         raise
     log.close()
     if not quiet or counts["failed"] or job.skipped:
@@ -314,6 +342,39 @@ def run_cluster(
         done += f", {len(job.skipped)} skipped" if job.skipped else ""
         print(f"{done}: {first}" if job.single and first else done, file=sys.stderr)
     return 1 if counts["failed"] else 0
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(folder: Path | None) -> Iterator[None]:
+    """Hold the output folder for this run: a second cluster run into it is refused, since its commits and
+    report would count as its own what this one wrote. An flock on the folder itself: nothing is created
+    in it, and the lock goes with the process however it ends. Object storage has no such lock."""
+    if folder is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClusterError(
+                f"{folder}: another --cluster run is writing into this folder; wait for it, or choose another OUTPUT"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(targets: list[str]) -> None:
+    """Temporaries of this run's commits that a stopped Ray worker left (core/files.py names them
+    `.NAME.XXXX.part.EXT` beside their target); the folder is this run's alone (_one_run_at_a_time)."""
+    for target in targets:
+        if is_remote(target):
+            continue
+        path = Path(target)
+        for leftover in path.parent.glob(f".{glob.escape(path.stem)}.*{TEMP_MARK}{glob.escape(path.suffix)}"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _execute(ray, job: RunPlan, settings: Settings, actors: int | None) -> Iterator[dict]:

@@ -54,7 +54,7 @@ class OpenVINOBackend(Backend):
         self._precision = precision
         self.threads = threads or usable_cores()
         self.cache = cache
-        self._request = None
+        self._request = self._compiled = None
 
     @property
     def precision(self) -> str:
@@ -82,15 +82,21 @@ class OpenVINOBackend(Backend):
         used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if used != PRECISIONS[self._precision]:
             raise BackendError(f"openvino: asked for {self._precision}, the CPU plugin computes in {used}")
+        self._compiled = compiled
         self._request = compiled.create_infer_request()
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        if self._request is None:
+            self._request = self._compiled.create_infer_request()
         try:
             return self._request.infer({0: batch})[0].copy()
         except RuntimeError as exc:
             if "memory" in str(exc).lower() or "alloc" in str(exc).lower():
+                # A request whose allocation failed stays broken: every later infer on it fails too, so the
+                # next pass (the tiler's smaller tile) runs on a new request from the compiled model.
+                self._request = None
                 raise BackendOutOfMemory(first_line(exc)) from None
             raise
 
     def deactivate_impl(self) -> None:
-        self._request = None
+        self._request = self._compiled = None
