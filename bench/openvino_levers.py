@@ -1,4 +1,4 @@
-"""The OpenVINO CPU levers of issue 11, side by side in one process: model cache, bf16, uint8 NHWC I/O.
+"""OpenVINO CPU levers side by side in one process: model cache, bf16, uint8 NHWC I/O.
 
     python -m bench.openvino_levers [--onnx engines/lsanet_x4_fp32.onnx] [--repeats 7]
 
