@@ -25,6 +25,16 @@ VIDEO_CODECS = ("h264", "hevc", "av1", "vp9", "ffv1", "prores")
 VIDEO_CONTAINERS = (".mp4", ".mov", ".mkv", ".webm")
 
 
+def package_version() -> str:
+    """This package's installed version, or "source" when it runs from a checkout that is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lsanet-deploy")
+    except metadata.PackageNotFoundError:
+        return "source"
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= `minimum`, a usage error (exit 2) otherwise."""
 

@@ -60,7 +60,7 @@ def __getattr__(name: str) -> object:
     if name == "upscale_video":  # PyAV is an extra: say how to install it instead of an ImportError
         from runtime.video import load
 
-        return load("upscale_video")[0]
+        return load("upscale_video").upscale_video
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -17,8 +17,9 @@ Resumable: without `overwrite`, an output that is already complete (its target's
 skipped, not failed. Every run writes a JSONL report, one line per input, atomically
 (REPORT_NAME in the output folder unless told otherwise).
 
-Fault tolerance: inference actors are restarted (ACTOR_RESTARTS) and their in-flight batches retried; decode
-and commit tasks are retried (TASK_RETRIES) when their worker process dies. A retry is harmless: decode only
+Fault tolerance is Ray Data's own, with its defaults (no deprecated per-call retry keywords): an inference
+actor whose process dies is restarted and its in-flight batches retried; decode and commit tasks are
+retried (Ray's 3 retries) when their worker process dies. A retry is harmless: decode only
 reads, and a commit whose earlier attempt already renamed a complete result finds it and counts it written.
 The report's `attempts` counts how many times each input entered inference.
 """
@@ -41,22 +42,21 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from core.descriptor import SCALE
 from core.errors import ClusterError, first_line, one_line
 from core.files import TEMP_MARK, Replace
 from core.signals import STOP_SIGNALS
 from runtime.jobs.plan import RunPlan, is_remote, make_output_folder, plan_run
-from runtime.jobs.step import FAILURES, LocalFile, Target, prepare
+from runtime.jobs.step import FAILURES, Complete, LocalFile, Target, prepare
 from runtime.jobs.storage import ObjectTarget, local_copy, remote
 from runtime.memory import check_fits
 from runtime.settings import Settings
 
 REPORT_NAME = "lsanet-report.jsonl"
-ACTOR_RESTARTS = 3  # a killed inference actor comes back this many times; its in-flight batches are retried
-TASK_RETRIES = 3  # decode and commit tasks (and actor tasks) rerun when their worker process dies
 
 
-def _target(target: str) -> Target:
-    return ObjectTarget(target) if is_remote(target) else LocalFile(Path(target))
+def _target(target: str, scale: float) -> Target:
+    return ObjectTarget(target, scale) if is_remote(target) else LocalFile(Path(target), scale)
 
 
 def plan(inputs: str, output: str, settings: Settings) -> RunPlan:
@@ -65,12 +65,13 @@ def plan(inputs: str, output: str, settings: Settings) -> RunPlan:
     run_plan = plan_run(inputs, output if is_remote(output) else Path(output), settings)
     pairs = [(str(s), str(t)) for s, t in run_plan.pairs]
     if not is_remote(output):
-        make_output_folder(Path(output), run_plan.single)
+        make_output_folder(Path(output), run_plan.single, [Path(t) for _, t in pairs])
         inputs_here = {str(Path(s).resolve()) for s, _ in pairs if not is_remote(s)}
         for _, target in pairs:
             if str(Path(target).resolve()) in inputs_here:
                 raise ClusterError(f"{target}: is also one of the inputs; choose another --suffix or folder")
-    return RunPlan(pairs, run_plan.single, [(str(s), why) for s, why in run_plan.skipped], run_plan.earlier)
+    refused = [(str(s), why) for s, why in run_plan.refused]
+    return RunPlan(pairs, run_plan.single, [(str(s), why) for s, why in run_plan.skipped], run_plan.earlier, refused)
 
 
 def _renamed(exc: Exception, local: Path, name: str) -> str:
@@ -83,21 +84,22 @@ def _row(row: dict, started: float, status: str = "", image: bytes = b"", error:
             "seconds": time.perf_counter() - started}  # fmt: skip
 
 
-def decode(row: dict, overwrite: bool, max_pixels: int) -> dict:
+def decode(row: dict, overwrite: bool, max_pixels: int, scale: float) -> dict:
     """CPU task: the step's prepare phase for one input (its output checked, the input decoded) before
     inference is spent; an output already complete makes the row `skipped`."""
-    started, source, target = time.perf_counter(), row["source"], _target(row["target"])
+    started, source, target = time.perf_counter(), row["source"], _target(row["target"], scale)
     with tempfile.TemporaryDirectory(prefix="lsanet-") as folder:
         local = Path(source)
         try:
             with (local_copy(source, folder) if is_remote(source) else contextlib.nullcontext(local)) as local:
-                if not overwrite and target.complete(local):
+                try:
+                    prepared = prepare(local, target, overwrite, set(), max_pixels)
+                except Complete:
                     return _row(row, started, "skipped")
-                prepared = prepare(local, target, overwrite, set(), max_pixels)
                 image = prepared.image
                 # here too: a result that cannot fit is never shipped to an actor
                 check_fits(*image.colour.shape[:2], (1 if image.is_grey else 3) + (image.alpha is not None),
-                           image.dtype.itemsize, source)  # fmt: skip
+                           image.dtype.itemsize, source, max(scale, SCALE))  # fmt: skip
         except (*FAILURES, OSError) as exc:
             return _row(row, started, "failed", error=_renamed(exc, local, source))
     return _row(row, started, image=pickle.dumps(image), replace=prepared.replace)
@@ -171,7 +173,8 @@ def commit(row: dict) -> dict:
     outcome = {key: row[key] for key in ("source", "target", "status", "error", "seconds", "attempts", "backend")}
     if row["status"]:
         return outcome
-    image, target, replace = pickle.loads(row["image"]), _target(row["target"]), pickle.loads(row["replace"])
+    image, replace = pickle.loads(row["image"]), pickle.loads(row["replace"])
+    target = _target(row["target"], image.outscale)
     try:
         if replace or is_remote(row["target"]) or not target.complete(Path(row["source"])):
             target.commit(image, replace)
@@ -323,6 +326,10 @@ def _run(job: RunPlan, where: str, settings: Settings, address: str | None, acto
         for source, why in job.skipped:
             print(one_line(f"skipped {source}: {why}"), file=sys.stderr)
             log.add(source, None, "skipped", error=one_line(why))
+        for source, why in job.refused:  # decided from headers before Ray starts (runtime/jobs/plan.py)
+            print(f"error: {one_line(why)}", file=sys.stderr)
+            log.add(source, None, "failed", error=one_line(why))
+            counts["failed"] += 1
         with _ray(address, quiet) as ray:
             for row in _execute(ray, job, settings, actors):
                 counts[row["status"]] += 1
@@ -386,12 +393,11 @@ def _execute(ray, job: RunPlan, settings: Settings, actors: int | None) -> Itera
     rows = [{"source": s, "target": t} for s, t in job.pairs]
     dataset = (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-        .map(decode, fn_kwargs={"overwrite": settings.overwrite, "max_pixels": settings.max_pixels},
-             max_retries=TASK_RETRIES)
+        .map(decode, fn_kwargs={"overwrite": settings.overwrite, "max_pixels": settings.max_pixels,
+                                  "scale": settings.outscale})
         .map_batches(Infer, fn_constructor_kwargs={"settings": settings, "attempts": attempts}, batch_size=1,
-                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=0 if gpus else 1,
-                     max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
-        .map(commit, max_retries=TASK_RETRIES)
+                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=0 if gpus else 1)
+        .map(commit)
     )  # fmt: skip
     try:
         yield from dataset.iter_rows()

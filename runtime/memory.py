@@ -51,13 +51,13 @@ def gib(count: int) -> str:
     return f"{count / 2**30:.1f} GiB"
 
 
-def check_fits(height: int, width: int, planes: int, itemsize: int, name: str | Path) -> None:
-    """ImageError, before any work, when the x4 result of an image of this size (`planes` samples of
-    `itemsize` bytes per pixel) alone would not fit in the memory available now."""
-    out_height, out_width = height * SCALE, width * SCALE
+def check_fits(height: int, width: int, planes: int, itemsize: int, name: str | Path, scale: float = SCALE) -> None:
+    """ImageError, before any work, when the result `scale` times an image of this size (`planes` samples
+    of `itemsize` bytes per pixel) alone would not fit in the memory available now."""
+    out_height, out_width = round(height * scale), round(width * scale)
     needed = out_height * out_width * max(planes, 3) * itemsize
     room = available_bytes()
     if room is not None and needed > room:
         raise ImageError(
-            f"{name}: its x{SCALE} result ({out_width}x{out_height}, {gib(needed)}) needs more memory than the {gib(room)} available"
+            f"{name}: its x{scale:g} result ({out_width}x{out_height}, {gib(needed)}) needs more memory than the {gib(room)} available"
         )

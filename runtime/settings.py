@@ -29,12 +29,22 @@ class Settings:
     tile: int | None = None
     overlap: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
-    # The outputs: `<name><suffix><ext>`; `overwrite` replaces earlier results of this tool, nothing else.
-    suffix: str = "_x4"
+    # The outputs: `<name><suffix><ext>` (suffix None: `_x4`, or `_x<outscale>`); `overwrite` redoes earlier
+    # results of this tool, and replaces nothing else.
+    suffix: str | None = None
     ext: str | None = None
+    # Results at this many times the input's size (the x4 result resized: runtime/images/outscale.py).
+    outscale: float = 4.0
     overwrite: bool = False
+    # A folder INPUT: also the images of its sub-folders, their results in the same sub-folders of OUTPUT.
+    recursive: bool = False
     # Video outputs (runtime/video/codecs.py): None = the defaults for the source and container.
     codec: str | None = None
     crf: int | None = None
     preset: str | None = None
     quiet: bool = False
+
+    @property
+    def name_suffix(self) -> str:
+        """What result names end with before their extension: `suffix`, else `_x<outscale>` (`_x4`)."""
+        return self.suffix if self.suffix is not None else f"_x{self.outscale:g}"

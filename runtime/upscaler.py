@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from core.descriptor import LSANET, ModelDescriptor
+from core.descriptor import LSANET, SCALE, ModelDescriptor
 from core.errors import DeployError
 from runtime.backends.base import Backend, Limits
 from runtime.backends.choose import Choice, choose_backend, self_check
 from runtime.images.alpha import needs_network, upscale_alpha
 from runtime.images.io import Image
-from runtime.jobs.step import run_one
+from runtime.images.outscale import check_outscale, resize_result
+from runtime.jobs.step import Complete, run_one
 from runtime.memory import check_fits, whole_image_side
 from runtime.model.source import Model, resolve_model
 from runtime.settings import Settings
@@ -77,6 +78,7 @@ class Upscaler:
 
     def __init__(self, settings: Settings | None = None, /, **changes: Any) -> None:
         self.settings = dataclasses.replace(settings or Settings(), **changes)
+        check_outscale(self.settings.outscale)
         self._model: Model | None = None
         self._choice: Choice | None = None
         self._config: TileConfig | None = None
@@ -154,10 +156,13 @@ class Upscaler:
     ) -> Image:
         """x4 an `Image` (colour, grey, alpha, metadata as read by runtime/images/io.py): colour (grey as
         R = G = B, back as the mean of the three), then alpha by runtime/images/alpha.py's rule; metadata
-        carried over. An ImageError naming `name` before any work when the result would not fit in memory."""
+        carried over; then resized to the settings' outscale (runtime/images/outscale.py) unless that is 4.
+        An ImageError naming `name` before any work when the result would not fit in memory."""
         choice = self._opened()
         planes = (1 if image.is_grey else 3) + (image.alpha is not None)
-        check_fits(image.colour.shape[0], image.colour.shape[1], planes, image.dtype.itemsize, name)
+        height, width = image.colour.shape[:2]
+        scale = max(self.settings.outscale, SCALE)  # the x4 result, and at most as large the resized one
+        check_fits(height, width, planes, image.dtype.itemsize, name, scale)
         with self._lock:
             run, config = choice.backend.infer, self._config
             rerun = self._rerun_fp32(choice.fallback) if choice.fallback is not None else None
@@ -167,7 +172,8 @@ class Upscaler:
 
             colour = grey(image.colour) if image.is_grey else upscale(image.colour, run, config, rerun, progress)
             alpha = None if image.alpha is None else upscale_alpha(image.alpha, grey)
-        return dataclasses.replace(image, colour=colour, alpha=alpha)
+        result = dataclasses.replace(image, colour=colour, alpha=alpha)
+        return resize_result(result, width, height, self.settings.outscale)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """x4 an H x W (grey), H x W x 1, x 2 (grey + alpha), x 3 (RGB) or x 4 (RGBA) uint8/uint16 array."""
@@ -187,12 +193,17 @@ class Upscaler:
 
     def upscale_file(self, source: str | Path, target: str | Path, overwrite: bool | None = None) -> Path:
         """Read, x4 and write one file with every guarantee of upscale.py (runtime/jobs/step.py: inputs
-        never written, an existing target replaced only with `overwrite` (default: the settings') and only
-        if it is an earlier result, atomic exclusive commit)."""
+        never written, atomic exclusive commit). A target that is already this tool's complete result for
+        `source` is left as it is (a re-run resumes) unless `overwrite` (default: the settings'), which
+        redoes it; any other existing file is never replaced. Returns the target."""
         source, target = Path(source), Path(target)
         overwrite = self.settings.overwrite if overwrite is None else overwrite
         upscale_one = lambda image, name: self.upscale_image(image, name=name)  # noqa: E731
-        return run_one(source, target, upscale_one, overwrite, {source.resolve()}, self.settings.max_pixels)
+        try:
+            s = self.settings
+            return run_one(source, target, upscale_one, overwrite, {source.resolve()}, s.max_pixels, s.outscale)
+        except Complete:
+            return target
 
     def close(self) -> None:
         """Release the backend and the FP32 fallback, if it was loaded; both are released even if one fails."""

@@ -46,8 +46,12 @@ def _activate_checked(backend: Backend, model: Model) -> None:
         backend.activate()
         self_check(backend, model)
     except (BackendError, MemoryError) as exc:
-        backend.deactivate()
-        raise BackendError(str(exc) or type(exc).__name__) from None
+        reason = str(exc) or type(exc).__name__
+        try:
+            backend.deactivate()
+        except BackendError as released:  # the first reason is the one that matters; the release's is added
+            reason += f" (and then: {released})"
+        raise BackendError(reason) from None
 
 
 @dataclass
@@ -72,21 +76,28 @@ def _fallback(model: Model, backend: Backend) -> Backend | None:
 
 def choose_backend(name: str, model: Model, precision: str | None = None) -> Choice:
     """For 'auto' the first backend that loads and passes its self-check, else the named one (an error saying
-    why if it cannot). Every candidate passed over is listed with its reason."""
+    why if it cannot). Every candidate passed over is listed with its reason.
+
+    `auto` with fp16 asks for a GPU's half precision: where no GPU backend runs, the CPU backends run their
+    default precision (FP16 is slower than it on CPUs: BENCHMARKS.md) and the reason says so."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
     skipped, reasons = [], []
     for entry in REGISTRY:
         if name not in ("auto", entry.name):
             continue
+        cpu_instead = name == "auto" and precision == "fp16" and not entry.gpu
         try:
-            backend = entry.make(model, precision)
+            backend = entry.make(model, None if cpu_instead else precision)
             _activate_checked(backend, model)
         except BackendError as exc:
             skipped.append(f"{entry.label}: {exc}")
             reasons.append(str(exc))
             continue
-        return Choice(backend, entry.why if name == "auto" else "chosen with --backend", skipped, _fallback(model, backend))
+        why = entry.why if name == "auto" else "chosen with --backend"
+        if cpu_instead:
+            why += f"; --fp16 needs a GPU backend, so it runs {backend.precision} (FP16 is slower on CPUs)"
+        return Choice(backend, why, skipped, _fallback(model, backend))
     if name == "auto":
         raise BackendError("no backend can run here: " + "; ".join(skipped))
     raise BackendError(f"backend {name} cannot run: {'; '.join(reasons)}")

@@ -59,6 +59,8 @@ def _torch(model: Model, precision: str | None) -> Backend:
         raise BackendError(f"needs a checkpoint, and {model.origin} has none (pass --ckpt)")
     if precision not in (None, "fp32"):
         raise BackendError("the PyTorch backend runs FP32 only")
+    if not _installed("torch"):
+        raise BackendError("torch is not installed (the [export] extra: pip install -e '.[export]')")
     from runtime.backends.pytorch import TorchBackend
 
     return TorchBackend(model.ckpt, model.key)
@@ -70,24 +72,27 @@ Factory = Callable[[Model, "str | None"], Backend]
 @dataclass(frozen=True)
 class Entry:
     """One backend as `auto` sees it: `name` for --backend, `label` in reports, `why` auto would choose it,
-    `needs` what a machine must have, `make` the factory (BackendError when it cannot be made here)."""
+    `needs` what a machine must have, `make` the factory (BackendError when it cannot be made here), `gpu`
+    whether it runs on a GPU."""
 
     name: str
     label: str
     why: str
     needs: str
     make: Factory
+    gpu: bool = False
 
 
 REGISTRY: tuple[Entry, ...] = (
     Entry("tensorrt-rtx", "tensorrt-rtx", "TensorRT-RTX engine on an RTX GPU: the fastest path",
           "a TensorRT-RTX engine, an RTX GPU (SM75-SM121, not SM90/SM100), the [gpu] extra",
-          lambda model, precision: _trt("rtx", model, precision)),
+          lambda model, precision: _trt("rtx", model, precision), gpu=True),
     Entry("tensorrt", "tensorrt", "standard TensorRT engine on an NVIDIA GPU",
-          "a standard TensorRT engine built for this GPU and TensorRT version, the [gpu] extra",
-          lambda model, precision: _trt("tensorrt", model, precision)),
+          "a standard TensorRT engine built for this GPU and TensorRT version, the [tensorrt] extra",
+          lambda model, precision: _trt("tensorrt", model, precision), gpu=True),
     Entry("onnxruntime", "onnxruntime-cuda", "ONNX Runtime on the GPU",
-          "onnxruntime-gpu instead of onnxruntime, an NVIDIA GPU", lambda model, precision: _ort(model, precision, "cuda")),
+          "onnxruntime-gpu instead of onnxruntime, an NVIDIA GPU", lambda model, precision: _ort(model, precision, "cuda"),
+          gpu=True),
     Entry("openvino", "openvino", "no GPU backend available; OpenVINO is the fastest CPU backend measured",
           "nothing more (a base dependency)", _openvino),
     Entry("onnxruntime", "onnxruntime", "ONNX Runtime on the CPU", "nothing more (a base dependency)",

@@ -80,7 +80,17 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # Written into every result's EXIF (PNG, JPEG, WebP) or TIFF Software tag: what `is_result_of` looks for
 # before --overwrite may replace a file. Formats in UNMARKED hold no metadata, so no file of theirs is
 # ever taken for an earlier result (a photo exactly 4x the input's size would otherwise pass).
-SOFTWARE = "lsanet-deploy x4"
+def mark(scale: float = SCALE) -> str:
+    """The Software tag of a result `scale` times its input's size (x4, or --outscale)."""
+    return f"lsanet-deploy x{scale:g}"
+
+
+def scaled_size(width: int, height: int, scale: float = SCALE) -> tuple[int, int]:
+    """(width, height) of the result `scale` times an input's size: rounded, at least 1 pixel."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+SOFTWARE = mark()
 UNMARKED = {".bmp"}
 _SOFTWARE_TAG = 0x0131
 _ORIENTATION = 0x0112
@@ -125,6 +135,7 @@ class Image:
     alpha: np.ndarray | None = None
     icc: bytes | None = None
     exif: bytes | None = None
+    outscale: float = SCALE  # the scale the mark that write_image writes states (a result of --outscale)
 
     @property
     def dtype(self) -> np.dtype:
@@ -177,16 +188,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return _read_header(Path(path)).shown_size
 
 
-def is_result_of(source: str | Path, target: str | Path) -> bool:
-    """Whether `target` is this tool's x4 result for `source`: exactly 4x its size (from the headers) and
-    marked with SOFTWARE (so never a file of a format in UNMARKED). Only such a file may --overwrite
-    replace: a photo that an unquoted glob made the OUTPUT is not, even when it happens to be 4x the size."""
+def is_result_of(source: str | Path, target: str | Path, scale: float = SCALE) -> bool:
+    """Whether `target` is this tool's result `scale` times `source`'s size: exactly that size (from the
+    headers) and marked for that scale (`mark`; so never a file of a format in UNMARKED). Only such a file
+    may --overwrite replace, and only such a file is a re-run's complete result: a photo that an unquoted
+    glob made the OUTPUT is not, even when it happens to be 4x the size."""
     try:
         width, height = image_size(source)
         header = _read_header(Path(target))
     except ImageError:
         return False
-    return header.software == SOFTWARE and header.shown_size == (width * SCALE, height * SCALE)
+    return header.software == mark(scale) and header.shown_size == scaled_size(width, height, scale)
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
@@ -201,7 +213,9 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     return Image(colour, alpha, header.icc, header.exif)
 
 
-def output_problem(source: str | Path, target_suffix: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+def output_problem(
+    source: str | Path, target_suffix: str, max_pixels: int = DEFAULT_MAX_PIXELS, scale: float = SCALE
+) -> str | None:
     """Why the x4 result of `source` cannot be written as `target_suffix` (".jpg", "jpg"), decided from the
     source's header alone, before any pixel is decoded: the message write_image would give after the
     target's name (`f"{target}: {problem}"`), or None when the format holds the result. Checked: the
@@ -213,7 +227,7 @@ def output_problem(source: str | Path, target_suffix: str, max_pixels: int = DEF
     header = _checked_header(Path(source), max_pixels)
     width, height = header.shown_size
     suffix = target_suffix if target_suffix.startswith(".") else f".{target_suffix}"
-    return _output_problem(suffix, width * SCALE, height * SCALE, header.grey, header.alpha, header.depth,
+    return _output_problem(suffix, *scaled_size(width, height, scale), header.grey, header.alpha, header.depth,
                            header.icc, header.exif)  # fmt: skip
 
 
@@ -913,7 +927,7 @@ def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> None:
         return
     if suffix == ".png":
         with open(tmp, "wb") as stream:
-            write_png(stream, _interleaved(image, rgb=True), icc=image.icc, exif=_marked_exif(image.exif))
+            write_png(stream, _interleaved(image, rgb=True), icc=image.icc, exif=_marked_exif(image.exif, mark(image.outscale)))
         return
     params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, quality]}
     params[".webp"] = [cv2.IMWRITE_WEBP_QUALITY, 101]  # lossless
@@ -924,7 +938,7 @@ def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> None:
     kinds, blocks = [], []
     if suffix != ".bmp":
         icc = None if split_icc else image.icc
-        for kind, block in ((cv2.IMAGE_METADATA_ICCP, icc), (cv2.IMAGE_METADATA_EXIF, _marked_exif(image.exif))):
+        for kind, block in ((cv2.IMAGE_METADATA_ICCP, icc), (cv2.IMAGE_METADATA_EXIF, _marked_exif(image.exif, mark(image.outscale)))):
             if block:
                 kinds.append(kind)
                 blocks.append(np.frombuffer(block, np.uint8))
@@ -987,10 +1001,11 @@ def _interleaved(image: Image, rgb: bool) -> np.ndarray:
     return np.dstack([colour, image.alpha])
 
 
-def _marked_exif(block: bytes | None) -> bytes:
-    """The image's EXIF (TIFF-structured) with the Software tag set to SOFTWARE, or a new block with only it."""
+def _marked_exif(block: bytes | None, software: str = SOFTWARE) -> bytes:
+    """The image's EXIF (TIFF-structured) with the Software tag set to `software` (this tool's mark), or a
+    new block with only it."""
     exif = _exif_tags(block)
-    exif[_SOFTWARE_TAG] = SOFTWARE
+    exif[_SOFTWARE_TAG] = software
     return exif.tobytes().removeprefix(b"Exif\x00\x00")
 
 
@@ -1003,6 +1018,6 @@ def _write_tiff(tmp: Path, image: Image) -> None:
         data, photometric, extra = np.dstack([rgb, image.alpha]), "rgb", ["unassalpha"]
     # Deflate level 1 with the horizontal predictor: as small as OpenCV's LZW TIFFs and as fast to write.
     tifffile.imwrite(
-        tmp, data, photometric=photometric, extrasamples=extra, iccprofile=image.icc, software=SOFTWARE,
+        tmp, data, photometric=photometric, extrasamples=extra, iccprofile=image.icc, software=mark(image.outscale),
         compression="zlib", compressionargs={"level": 1}, predictor=True,
     )  # fmt: skip

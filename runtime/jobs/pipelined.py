@@ -37,15 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from core.descriptor import SCALE
 from core.files import Replace
 from runtime.images.io import CAPTURE_LOCK, Image
 from runtime.jobs.channel import Channel, Stage
 from runtime.jobs.plan import Outcome
-from runtime.jobs.step import FAILURES, Upscale, commit, prepare
+from runtime.jobs.step import FAILURES, Complete, Upscale, commit, prepare
 
 # imageio's capture lock, also held around every read_image made by this module and every write of
 # stderr_stream() (see the module docstring).
 CODEC = CAPTURE_LOCK
+# What the reader hands over without a decoded image and without it being a bug.
+SETTLED = (*FAILURES, Complete)
 
 
 class _SerialisedStream(io.TextIOBase):
@@ -82,8 +85,8 @@ class _Reader:
     """Checks each output and decodes each input, in order, into a bounded channel; stops when told. An
     unexpected exception (a bug) is handed to the consumer to raise, never lost with the thread."""
 
-    def __init__(self, jobs: list[tuple[Path, Path]], overwrite: bool, max_pixels: int, depth: int) -> None:
-        self.jobs, self.overwrite, self.max_pixels = jobs, overwrite, max_pixels
+    def __init__(self, jobs: list[tuple[Path, Path]], overwrite: bool, max_pixels: int, depth: int, scale: float) -> None:
+        self.jobs, self.overwrite, self.max_pixels, self.scale = jobs, overwrite, max_pixels, scale
         self.inputs = {s.resolve() for s, _ in jobs}
         self.stopped = threading.Event()
         self.channel = Channel(self.stopped, depth)
@@ -92,20 +95,20 @@ class _Reader:
     def _read_all(self) -> None:
         for index, (source, target) in enumerate(self.jobs):
             try:
-                prepared = prepare(source, target, self.overwrite, self.inputs, self.max_pixels)
+                prepared = prepare(source, target, self.overwrite, self.inputs, self.max_pixels, self.scale)
                 item = _Decoded(index, prepared.image, prepared.replace)
             except BaseException as exc:  # noqa: BLE001 - failures and bugs alike go to the consumer
                 item = _Decoded(index, None, error=exc)
             prepared = None  # only the channel's item holds the image now
             self.channel.put(item)  # Stopped (the stage ends quietly) when the run stops
-            if item.image is None and not isinstance(item.error, FAILURES):
+            if item.image is None and not isinstance(item.error, SETTLED):
                 return
             item = None
 
     def decoded(self) -> Iterator[_Decoded]:
         for _ in self.jobs:
             item = self.channel.get()
-            if item.image is None and not isinstance(item.error, FAILURES):
+            if item.image is None and not isinstance(item.error, SETTLED):
                 raise item.error
             yield item
 
@@ -171,18 +174,19 @@ def run_pipelined(
     on_error: Callable[[Path, str], None] = lambda _path, _message: None,
     depth: int = 2,
     encoders: int = 2,
+    scale: float = SCALE,
 ) -> Outcome:
     """run_sequential's contract (same files, same checks, failures listed and reported in input order),
     overlapped. `upscale` runs on the calling thread only; `on_error` is called from it, in input order."""
     sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
-    reader = _Reader(pairs, overwrite, max_pixels, depth)
+    reader = _Reader(pairs, overwrite, max_pixels, depth, scale)
     results: list[Future[None] | BaseException | None] = []  # per input: its write, why it failed, None once settled
     outcome = Outcome()
 
     def settle() -> None:
         """Record (and report) the inputs whose fate is known, in input order, up to the first still writing;
         each settled entry is dropped (a failed write's traceback would otherwise hold its result)."""
-        for index in range(len(outcome.written) + len(outcome.failed), len(results)):
+        for index in range(len(outcome.written) + len(outcome.failed) + len(outcome.skipped), len(results)):
             result = results[index]
             if isinstance(result, Future) and not result.done():
                 return
@@ -190,6 +194,8 @@ def run_pipelined(
             results[index] = None
             if error is None:
                 outcome.written.append(targets[index])
+            elif isinstance(error, Complete):
+                outcome.skipped.append(targets[index])
             elif isinstance(error, FAILURES):
                 outcome.failed.append((sources[index], str(error)))
                 with CODEC:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from core.descriptor import SCALE
 from core.errors import DeployError, OutputError
 from core.files import Checked, Replace
 from runtime.images.io import (
@@ -32,6 +33,11 @@ from runtime.jobs.plan import Outcome
 FAILURES = (DeployError, ValueError, FloatingPointError, MemoryError)
 
 Upscale = Callable[[Image, Path], Image]
+
+
+class Complete(Exception):
+    """The target already holds this tool's complete result for the input, so the step is skipped: a re-run
+    resumes where the last one stopped. With `overwrite` the step is redone instead."""
 
 
 def check_output(
@@ -53,10 +59,10 @@ def check_output(
         raise OutputError(f"{target}: output folder {target.parent} is not writable")
     if not (target.exists() or target.is_symlink()):
         return None
-    if not overwrite:
-        raise OutputError(f"{target}: exists (use --overwrite to replace an earlier result)")
     if target.is_symlink() or not target.is_file():
-        raise OutputError(f"{target}: exists and is not a regular file; refusing to replace it, even with --overwrite")
+        raise OutputError(
+            f"{target}: exists and is not a regular file; refusing to replace it" + (", even with --overwrite" if overwrite else "")
+        )
     checked = Checked.of(target)  # before it is judged: a file swapped in later is not what was checked
     if target.suffix.lower() in UNMARKED:
         raise OutputError(
@@ -66,8 +72,10 @@ def check_output(
     if not is_result(source, target):
         raise OutputError(
             f"{target}: exists and is not an earlier x4 result of {source.name} (not 4x its size, or not made by "
-            "this tool); refusing to replace it, even with --overwrite"
+            "this tool); refusing to replace it" + (", even with --overwrite" if overwrite else "")
         )
+    if not overwrite:  # an earlier result, and the caller asked to keep it (prepare skips such a target first)
+        raise OutputError(f"{target}: exists, an earlier result of {source.name}; kept (overwrite to redo it)")
     return checked
 
 
@@ -86,22 +94,23 @@ class Target(Protocol):
 
 @dataclass(frozen=True)
 class LocalFile:
-    """A result file on a local or shared file system."""
+    """A result file on a local or shared file system, `scale` times its input's size."""
 
     path: Path
+    scale: float = SCALE
 
     def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> Replace:
-        return check_output(source, self.path, overwrite, inputs)
+        return check_output(source, self.path, overwrite, inputs, lambda s, t: is_result_of(s, t, self.scale))
 
     def complete(self, source: Path) -> bool:
-        return self.path.is_file() and is_result_of(source, self.path)
+        return self.path.is_file() and is_result_of(source, self.path, self.scale)
 
     def commit(self, result: Image, replace: Replace) -> None:
         write_image(self.path, result, replace=replace)
 
 
-def _target(target: Path | Target) -> Target:
-    return LocalFile(target) if isinstance(target, Path) else target
+def _target(target: Path | Target, scale: float) -> Target:
+    return LocalFile(target, scale) if isinstance(target, Path) else target
 
 
 @dataclass
@@ -112,22 +121,31 @@ class Prepared:
     replace: Replace
 
 
-def prepare(source: Path, target: Path | Target, overwrite: bool, inputs: set[Path], max_pixels: int) -> Prepared:
-    """Check the output first (cheap), then decode the input. Decoding holds imageio's capture lock, so a
-    thread that prints through runtime/jobs/pipelined.py stderr_stream() never lands inside its capture."""
-    replace = _target(target).check(source, overwrite, inputs)
+def prepare(
+    source: Path, target: Path | Target, overwrite: bool, inputs: set[Path], max_pixels: int, scale: float = SCALE
+) -> Prepared:
+    """Check the output first (cheap), then decode the input; Complete, before any of it, when the target is
+    already this tool's complete result and not `overwrite`. Decoding holds imageio's capture lock, so a
+    thread that prints through runtime/jobs/pipelined.py stderr_stream() never lands inside its capture.
+    `scale`: what a complete result of a Path target is (x4, or --outscale)."""
+    target = _target(target, scale)
+    if not overwrite and target.complete(source):
+        raise Complete(source)
+    replace = target.check(source, overwrite, inputs)
     with CAPTURE_LOCK:
         return Prepared(read_image(source, max_pixels), replace)
 
 
 def commit(target: Path | Target, result: Image, replace: Replace) -> None:
     """Write one result atomically, replacing only what `replace` allows (what prepare checked)."""
-    _target(target).commit(result, replace)
+    _target(target, result.outscale).commit(result, replace)
 
 
-def run_one(source: Path, target: Path, upscale: Upscale, overwrite: bool, inputs: set[Path], max_pixels: int) -> Path:
-    """The whole step for one file, in the calling thread."""
-    prepared = prepare(source, target, overwrite, inputs, max_pixels)
+def run_one(
+    source: Path, target: Path, upscale: Upscale, overwrite: bool, inputs: set[Path], max_pixels: int, scale: float = SCALE
+) -> Path:
+    """The whole step for one file, in the calling thread (Complete when there is nothing to do)."""
+    prepared = prepare(source, target, overwrite, inputs, max_pixels, scale)
     commit(target, upscale(prepared.image, source), prepared.replace)
     return target
 
@@ -138,6 +156,7 @@ def run_sequential(
     overwrite: bool,
     max_pixels: int,
     on_error: Callable[[Path, str], None] = lambda _path, _message: None,
+    scale: float = SCALE,
 ) -> Outcome:
     """`run_one` for every (source, target) in turn, going on past bad files; each failure is recorded with
     its one-line reason. runtime/jobs/pipelined.py runs the same phases overlapped."""
@@ -145,7 +164,9 @@ def run_sequential(
     inputs = {s.resolve() for s, _ in pairs}
     for source, target in pairs:
         try:
-            outcome.written.append(run_one(source, target, upscale, overwrite, inputs, max_pixels))
+            outcome.written.append(run_one(source, target, upscale, overwrite, inputs, max_pixels, scale))
+        except Complete:
+            outcome.skipped.append(target)
         except FAILURES as exc:
             outcome.failed.append((source, str(exc)))
             on_error(source, str(exc))

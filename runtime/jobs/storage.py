@@ -21,6 +21,7 @@ from runtime.images.io import (
     image_size,
     is_result_of,
     read_image,
+    scaled_size,
     skip_reason,
     write_image,
 )
@@ -89,6 +90,7 @@ class ObjectTarget:
     input's size is taken as ours."""
 
     uri: str
+    scale: float = SCALE
 
     def check(self, source: Path, overwrite: bool, inputs: set[Path]) -> tuple[int, int] | None:
         """As LocalFile's: None when nothing is there, else the earlier result's version (size, mtime) as
@@ -96,10 +98,10 @@ class ObjectTarget:
         version = self._version()
         if version is None:
             return None
-        if not overwrite:
-            raise OutputError(f"{self.uri}: exists (use --overwrite to replace an earlier result)")
+        if not overwrite:  # prepare skips a complete result first: what is here is something else
+            raise OutputError(f"{self.uri}: exists and is not a complete earlier x4 result of {source.name}; not replaced")
         with tempfile.TemporaryDirectory(prefix="lsanet-") as folder, local_copy(self.uri, folder) as previous:
-            if not is_result_of(source, previous):
+            if not is_result_of(source, previous, self.scale):
                 raise OutputError(f"{self.uri}: exists and is not an earlier x4 result of {source.name}; not replaced")
         return version
 
@@ -115,7 +117,7 @@ class ObjectTarget:
             source_width, source_height = image_size(source)
         except (*FAILURES, OSError):
             return False
-        return (width, height) == (source_width * SCALE, source_height * SCALE)
+        return (width, height) == scaled_size(source_width, source_height, self.scale)
 
     def _version(self) -> tuple[int, int] | None:
         from pyarrow import fs

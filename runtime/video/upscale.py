@@ -37,7 +37,8 @@ from runtime.jobs.channel import QUEUE_ITEMS, Channel, Timer, run_stages
 from runtime.jobs.step import check_output
 from runtime.memory import available_bytes, gib
 from runtime.upscaler import Upscaler
-from runtime.video.codecs import (
+from runtime.video.codecs import (  # noqa: F401 - CONTAINERS: what the video path writes, for its callers
+    CONTAINERS,
     EncoderPlan,
     container_for,
     plan_encoder,
@@ -75,6 +76,7 @@ class VideoResult:
     dropped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    skipped: bool = False  # the target was already a complete result: left as it was (a re-run resumes)
 
 
 def is_video(path: str | Path) -> bool:
@@ -86,10 +88,11 @@ def _check_target(source: Path, target: Path, overwrite: bool) -> bool:
     """The rules of image outputs (runtime/jobs/step.py check_output), for video: an earlier result is a video 4x
     the source's frame size. Returns `replace`."""
     container_for(target.suffix)
-    return check_output(source, target, overwrite, {source.resolve()}, is_result=_is_result)
+    return check_output(source, target, overwrite, {source.resolve()}, is_result=is_result)
 
 
-def _is_result(source: Path, target: Path) -> bool:
+def is_result(source: Path, target: Path) -> bool:
+    """Whether `target` is a complete x4 result of `source`: it decodes, at 4x the source's frame size."""
     size = _frame_size(source)
     return size is not None and _frame_size(target) == (size[0] * SCALE, size[1] * SCALE)
 
@@ -255,6 +258,8 @@ def upscale_video(
     from tqdm import tqdm
 
     settings = upscaler.settings
+    if settings.outscale != SCALE:
+        raise VideoError(f"{source}: --outscale {settings.outscale:g}: videos are upscaled x{SCALE} only")
     codec, crf, preset = codec or settings.codec, settings.crf if crf is None else crf, preset or settings.preset
     overwrite = settings.overwrite if overwrite is None else overwrite
     source, target = Path(source), Path(target)
@@ -262,6 +267,8 @@ def upscale_video(
     # SVT-AV1 prints its configuration to stderr unless SVT_LOG says otherwise; it reads the variable when
     # its first encoder opens, so it is set here, by the call that may open one, never at import.
     os.environ.setdefault("SVT_LOG", "1")
+    if not overwrite and target.is_file() and is_result(source, target):
+        return VideoResult(target, 0, "", "", skipped=True)
     replace = _check_target(source, target, overwrite)
     with contextlib.closing(_open(source)) as container:
         video = _video_stream(container, source)
