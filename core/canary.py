@@ -31,15 +31,19 @@ SIDE = 32
 PLAUSIBLE_PSNR = 30.0
 
 
-def canary_input() -> np.ndarray:
-    """1 x 3 x 32 x 64 float32 in [0, 1]: scikit-image's astronaut (x1/4, a crop of her face and hair) beside a smooth colour field. Deterministic; chaotic patterns are left out on purpose, since
-    LSANet is ill-conditioned on them (export/parity.py) and a self-check must not be flaky."""
-    import cv2
-    from skimage import data
+# A 32x32 crop of scikit-image's astronaut (NASA, public domain) shrunk x1/4 with OpenCV's area filter, her
+# face and hair: stored as a PNG beside this module, so that neither the runtime nor the exporter needs
+# scikit-image for it.
+PHOTO = Path(__file__).with_name("canary_photo.png")
 
-    photo = data.astronaut()
-    small = cv2.resize(photo, (photo.shape[1] // 4, photo.shape[0] // 4), interpolation=cv2.INTER_AREA)
-    crop = small[20 : 20 + SIDE, 48 : 48 + SIDE].astype(np.float32) / 255.0
+
+def canary_input() -> np.ndarray:
+    """1 x 3 x 32 x 64 float32 in [0, 1]: the PHOTO crop beside a smooth colour field. Deterministic; chaotic
+    patterns are left out on purpose, since LSANet is ill-conditioned on them (export/parity.py) and a
+    self-check must not be flaky."""
+    import cv2
+
+    crop = cv2.imread(str(PHOTO), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
     yy, xx = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32) / (SIDE - 1)
     field = np.stack([xx, yy, 0.5 + 0.4 * np.sin(3.0 * (xx + yy))], axis=2)
     image = np.concatenate([crop, field], axis=1)

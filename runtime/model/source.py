@@ -21,6 +21,7 @@ from core.artifacts import (
 )
 from core.errors import BackendError, DeployError, first_line
 from core.files import sha256_file
+from core.vocabulary import package_version
 from runtime.model.fetch import cache_dir, fetch_checkpoint
 
 
@@ -38,15 +39,20 @@ class Model:
 
 
 def onnx_precision(path: Path) -> str:
-    """'fp16' when the graph's weights are FP16 (its I/O is FP32 either way), else 'fp32'."""
-    import onnx
-    from google.protobuf.message import DecodeError
+    """'fp16' when the graph's weights are FP16 (its I/O is FP32 either way), else 'fp32'. Read through
+    OpenVINO's ONNX frontend (a base dependency; the onnx package belongs to the exporter), asked for ONNX
+    alone so that a file that is not one is refused in one line, not tried by every frontend."""
+    from openvino.frontend import FrontEndManager
 
+    frontend = FrontEndManager().load_by_framework("onnx")
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+        if not frontend.supported(str(path)):
+            raise DeployError(f"{path}: not an ONNX model (not an ONNX protobuf)")
+        model = frontend.convert(frontend.load(str(path)))
+    except (RuntimeError, OSError) as exc:  # OpenVINO's GeneralFailure is a RuntimeError
         raise DeployError(f"{path}: not an ONNX model ({first_line(exc)})") from None
-    return "fp16" if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer) else "fp32"
+    weights = {op.get_output_element_type(0).get_type_name() for op in model.get_ordered_ops() if op.get_type_name() == "Constant"}
+    return "fp16" if "f16" in weights else "fp32"
 
 
 def _from_manifest(folder: Path, origin: str) -> Model:
@@ -117,16 +123,18 @@ def resolve_model(
 def export_to_cache(model: Model) -> Model:
     """Give a checkpoint-only model its ONNX graphs and canary: the export pipeline (ONNX only, parity gate
     included) run once into the user cache, keyed by the checkpoint's sha256, the state_dict key, this
-    package's version and the opset, so a new exporter never serves a stale graph."""
-    from importlib import metadata
-
-    from export.onnx_export import OPSET
-    from export.pipeline import ExportConfig, run_export
-
+    package's version and the opset, so a new exporter never serves a stale graph. It needs the exporter's
+    packages (the [export] extra); a runtime-only install says so."""
     try:
-        version = metadata.version("lsanet-deploy")
-    except metadata.PackageNotFoundError:
-        version = "source"
+        from export.onnx_export import OPSET
+        from export.pipeline import ExportConfig, run_export
+    except ImportError as exc:
+        raise DeployError(
+            f"{model.origin}: a checkpoint is exported before it runs, which needs the exporter ({exc.name} is "
+            "not installed: pip install -e '.[export]'); or use an export's folder (--engines-dir)"
+        ) from None
+
+    version = package_version()
     folder = cache_dir() / "models" / f"{sha256_file(model.ckpt)[:16]}-{model.key or 'auto'}-v{version}-opset{OPSET}"
     if not (folder / MANIFEST).is_file():
         run_export(ExportConfig(ckpt=model.ckpt, out_dir=folder, key=model.key, flavor="none"))
