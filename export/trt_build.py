@@ -15,6 +15,7 @@ import importlib
 import json
 import re
 import signal
+import warnings
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,7 +104,7 @@ def flavor_status(flavor: str) -> str | None:
     try:
         importlib.import_module(MODULES[flavor])
     except ImportError:
-        extra = "[rtx]" if flavor == "rtx" else "[gpu]"
+        extra = "[rtx]" if flavor == "rtx" else "[tensorrt]"
         return f"{MODULES[flavor]} not installed (pip install -e '.{extra}')"
     if flavor == "tensorrt" and cuda_device() is None:
         return "standard TensorRT needs a CUDA GPU to build, and none was found"
@@ -257,15 +258,21 @@ def build_engine(
     if config.add_optimization_profile(trt_profile) < 0:
         raise EngineBuildError(f"{flavor}: TensorRT rejected the optimisation profile {profile}")
 
+    # FP32 means FP32: TF32 is on by default for FP32 convolutions (tensorrt-notes), which would put an FP32
+    # engine (and the FP32 layers an FP16 graph keeps) outside the self-check's 1e-4 bound.
+    config.clear_flag(trt.BuilderFlag.TF32)
     if flavor == "rtx":
         if options.compute_capabilities:
             config.num_compute_capabilities = len(options.compute_capabilities)
             for i, cc in enumerate(options.compute_capabilities):
-                config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
+                if not config.set_compute_capability(getattr(trt.ComputeCapability, cc), i):
+                    raise EngineBuildError(f"{flavor}: TensorRT-RTX refused compute capability {cc}: {logger.reason()}")
     else:
         previous = (reuse_from or engine_path).with_suffix(".cache")
         cache = config.create_timing_cache(previous.read_bytes() if previous.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):  # a cache from another GPU or version
+            warnings.warn(f"{previous.name}: timing cache made for another GPU or TensorRT; building without it", stacklevel=2)
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
         if options.hardware_compatible:
             config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     try:
@@ -280,8 +287,8 @@ def build_engine(
     if serialized is None:
         raise EngineBuildError(f"{flavor}: build failed: {logger.reason() or 'no reason given'}")
     atomic_write_bytes(engine_path, bytes(serialized))
-    if flavor == "tensorrt":
-        atomic_write_bytes(engine_path.with_suffix(".cache"), bytes(config.get_timing_cache().serialize()))
+    if flavor == "tensorrt" and (timing := config.get_timing_cache()) is not None:
+        atomic_write_bytes(engine_path.with_suffix(".cache"), bytes(timing.serialize()))
 
     io = [network.get_input(0), network.get_output(0)]
     sidecar = {

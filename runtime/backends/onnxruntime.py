@@ -20,6 +20,9 @@ from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
 from runtime.cores import usable_cores
 
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
+# FP32 means FP32: ONNX Runtime's CUDA provider runs FP32 convolutions in TF32 on Ampere and newer by default
+# (use_tf32), which moves the canary by about 4e-3 against its 1e-4 FP32 bound (tensorrt-notes).
+FP32_CUDA_OPTIONS = {**CUDA_OPTIONS, "use_tf32": "0"}
 
 
 def cuda_provider_available() -> bool:
@@ -29,14 +32,17 @@ def cuda_provider_available() -> bool:
 
 
 class ORTBackend(Backend):
+    """`device` "cuda", "cpu", or "auto": CUDA where it loads whole at activate(), else the CPU (the FP32
+    rerun of NaN tiles uses auto, so it runs wherever ONNX Runtime can)."""
+
     name = "onnxruntime"
 
     def __init__(self, onnx_path: Path, precision: str = "fp32", device: str = "auto", threads: int | None = None) -> None:
         super().__init__()
         self.onnx_path = Path(onnx_path)
         self._precision = precision
-        gpu = cuda_provider_available() and cuda_device() is not None
-        self.device = ("cuda" if gpu else "cpu") if device == "auto" else device
+        self.requested = device
+        self.device = "cuda" if device == "cuda" else "cpu"  # what runs; decided for "auto" at activate()
         self.threads = threads or usable_cores()
         self._session = None
 
@@ -53,32 +59,59 @@ class ORTBackend(Backend):
         return f"{self.name} {self.device.upper()} ({self.precision})"
 
     def activate_impl(self) -> None:
+        if self.requested in ("cuda", "auto"):
+            try:
+                self._session, self.device = self._cuda_session(), "cuda"
+                return
+            except BackendError:
+                if self.requested == "cuda":
+                    raise
+        self._session, self.device = self._cpu_session(), "cpu"
+
+    def _options(self):  # -> ort.SessionOptions
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
-        if self.device == "cuda":
-            if not cuda_provider_available():
-                raise BackendError("onnxruntime: the CUDA provider is not available (install onnxruntime-gpu; needs a GPU)")
-            if cuda_device() is None:
-                raise BackendError("onnxruntime: the CUDA provider needs an NVIDIA GPU, and none was found")
-            if hasattr(ort, "preload_dlls"):
-                ort.preload_dlls()
-            providers = [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
-        else:
-            # bench/cpu_options.py: BASIC is as fast as EXTENDED here, ALL's layout transforms 1.6x slower.
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            providers = ["CPUExecutionProvider"]
+        return options
+
+    def _load(self, options, providers: list):  # -> ort.InferenceSession
+        import onnxruntime as ort
+
         try:
-            self._session = ort.InferenceSession(str(self.onnx_path), options, providers=providers)
+            return ort.InferenceSession(str(self.onnx_path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
             raise BackendError(f"onnxruntime: cannot load {self.onnx_path}: {first_line(exc)}") from None
-        if self.device == "cuda" and self._session.get_providers()[0] != "CUDAExecutionProvider":
-            self._session = None
+
+    def _cuda_session(self):  # -> ort.InferenceSession
+        """A session whose every node runs on CUDA, or BackendError saying why not."""
+        import onnxruntime as ort
+
+        if not cuda_provider_available():
+            raise BackendError("onnxruntime: the CUDA provider is not available (install onnxruntime-gpu; needs a GPU)")
+        if cuda_device() is None:
+            raise BackendError("onnxruntime: the CUDA provider needs an NVIDIA GPU, and none was found")
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        options = self._options()
+        # A node CUDA cannot run is an error at load, not a silent copy to the CPU (ORT session config keys).
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        cuda = FP32_CUDA_OPTIONS if self._precision == "fp32" else CUDA_OPTIONS
+        session = self._load(options, [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+        if session.get_providers()[0] != "CUDAExecutionProvider":  # onnxruntime issue 23372: libraries missing
             raise BackendError(
                 "onnxruntime: the CUDA provider did not load (CUDA 12 / cuDNN 9 libraries missing?); the session "
                 "would run on the CPU"
             )
+        return session
+
+    def _cpu_session(self):  # -> ort.InferenceSession
+        import onnxruntime as ort
+
+        options = self._options()
+        # bench/cpu_options.py: BASIC is as fast as EXTENDED here, ALL's layout transforms 1.6x slower.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        return self._load(options, ["CPUExecutionProvider"])
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         try:

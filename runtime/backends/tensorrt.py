@@ -18,6 +18,7 @@ import ctypes
 import importlib
 import math
 import sys
+import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -82,12 +83,24 @@ def gpu_modules(flavor: str) -> tuple[ModuleType, ModuleType]:
     try:
         trt = importlib.import_module(MODULES[flavor])
     except ImportError:
-        raise BackendError(f"{MODULES[flavor]} is not installed ({PIP})") from None
+        extra = PIP if flavor == "rtx" else "pip install -e '.[tensorrt]', which needs NVIDIA's own package index"
+        raise BackendError(f"{MODULES[flavor]} is not installed ({extra})") from None
     try:
         cudart = importlib.import_module("cuda.bindings.runtime")
     except ImportError:
         raise BackendError(f"cuda-python is not installed ({PIP})") from None
     return trt, cudart
+
+
+# What the logger says when the cause is the driver, not the engine: advice then is the driver's.
+_DRIVER_WORDS = ("driver version is insufficient", "cudaerror 35", "insufficient driver", "cuda driver")
+
+
+def advice(reason: str, default: str) -> str:
+    """`default` (usually: rebuild the engine), or driver advice when TensorRT's own reason is the driver."""
+    if any(word in reason.lower() for word in _DRIVER_WORDS):
+        return "update the NVIDIA driver (TensorRT says the driver is too old for it)"
+    return default
 
 
 def diagnostics(trt: ModuleType, bits: int) -> list[str]:
@@ -113,6 +126,7 @@ class TensorRTBackend(Backend):
         self._runtime = self._engine = self._runtime_config = self._runtime_cache = self._context = None
         self._stream = self._host_in = self._host_out = self._device_in = self._device_out = None
         self._host_in_array = self._host_out_array = None
+        self._lock = threading.Lock()
 
     @property
     def limits(self) -> Limits:
@@ -157,13 +171,17 @@ class TensorRTBackend(Backend):
             validity, bits = self._runtime.get_engine_validity(plan)
             names = diagnostics(trt, bits)
             if validity == trt.EngineValidity.INVALID:
-                hints = dict.fromkeys(DIAGNOSTIC_HINTS.get(n, REBUILD) for n in names) or [REBUILD]
-                raise BackendError(f"{path}: TensorRT-RTX cannot run it here ({', '.join(names) or 'no reason given'}); {'; '.join(hints)}")
+                # With no diagnostic bits the reason is only in the logger (tensorrt-notes: e.g. cudaError 35).
+                reason = logger.reason()
+                hints = dict.fromkeys(DIAGNOSTIC_HINTS.get(n, REBUILD) for n in names) or [advice(reason, REBUILD)]
+                said = ", ".join(names + ([reason] if reason else [])) or "no reason given"
+                raise BackendError(f"{path}: TensorRT-RTX cannot run it here ({said}); {'; '.join(hints)}")
             if validity == trt.EngineValidity.SUBOPTIMAL:
                 warnings.warn(f"{path}: TensorRT-RTX says it runs suboptimally here ({', '.join(names)}); {REBUILD}", stacklevel=4)
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
-            raise BackendError(f"{path}: cannot deserialize ({logger.reason() or 'no reason given'}); {REBUILD}")
+            reason = logger.reason()
+            raise BackendError(f"{path}: cannot deserialize ({reason or 'no reason given'}); {advice(reason, REBUILD)}")
         self._check_io()
         if self.flavor == "rtx":
             self._runtime_config = self._engine.create_runtime_config()
@@ -228,6 +246,10 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"{self.engine_path}: set_tensor_address({name}) failed")
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:  # one set of pinned buffers and one stream: one call at a time
+            return self._infer(batch)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         cudart, stream = self._cudart, self._stream
         if not self._context.set_input_shape(INPUT_NAME, batch.shape):
             raise BackendError(f"{self.name}: the engine rejects input shape {batch.shape} ({self.limits})")
@@ -243,9 +265,15 @@ class TensorRTBackend(Backend):
         return self._host_out_array[:size].reshape(out_shape).copy()
 
     def _release(self) -> list[str]:
-        """Free everything held, in TensorRT's order (context, runtime cache saved then freed with its config,
-        engine, runtime), then the CUDA memory and stream; returns what failed, freeing the rest anyway."""
+        """Free everything held: first wait for the stream (memory that execute_async_v3 may still use must
+        not be freed before it is synchronised: tensorrt-notes, also on error and interrupt paths), then in
+        TensorRT's order (context, runtime cache saved then freed with its config, engine, runtime), then the
+        CUDA memory and stream; returns what failed, freeing the rest anyway. A runtime cache that cannot be
+        saved is a warning (the next run compiles again), not a failure of this run."""
         failures = []
+        cudart = self._cudart
+        if self._stream is not None and (error := cudart.cudaStreamSynchronize(self._stream)[0]) != cudart.cudaError_t.cudaSuccess:
+            failures.append(f"cudaStreamSynchronize: {getattr(error, 'name', error)}")
         self._context = None
         if self._runtime_cache is not None:
             blob = self._runtime_cache.serialize()
@@ -254,11 +282,10 @@ class TensorRTBackend(Backend):
                     self.runtime_cache_path.parent.mkdir(parents=True, exist_ok=True)
                     atomic_write_bytes(self.runtime_cache_path, bytes(blob))
             except OSError as exc:
-                failures.append(f"saving the runtime cache: {exc}")
+                warnings.warn(f"{self.name}: the runtime cache was not saved ({exc}); the next run compiles again", stacklevel=2)
         self._runtime_cache = self._runtime_config = None
         self._engine = self._runtime = None
         self._host_in_array = self._host_out_array = None
-        cudart = self._cudart
         for attr, free in (("_device_in", "cudaFree"), ("_device_out", "cudaFree"), ("_host_in", "cudaFreeHost"),
                            ("_host_out", "cudaFreeHost"), ("_stream", "cudaStreamDestroy")):  # fmt: skip
             handle = getattr(self, attr)
