@@ -6,6 +6,7 @@ into the user cache.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,11 @@ def resolve_model(
     for folder in engines_dirs():
         if (folder / MANIFEST).is_file():
             return _from_manifest(folder, f"{folder / MANIFEST}")
+    if not all(importlib.util.find_spec(name) for name in ("torch", "onnx")):  # say so before downloading
+        raise DeployError(
+            f"no export found ({', '.join(str(f) for f in engines_dirs())} hold no {MANIFEST}), and running the "
+            "public checkpoint needs the exporter: pip install -e '.[export]', or pass --engines-dir"
+        )
     return Model("public checkpoint (user cache)", ckpt=fetch_checkpoint())
 
 
