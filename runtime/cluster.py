@@ -13,7 +13,7 @@ Ray's `read_binary_files` is not used: one unreadable file fails its whole read,
 that file.
 
 Resumable: without `overwrite`, an output that is already complete (its target's `complete`: a local file
-4x its input's size with this tool's mark, or an object that decodes at 4x; runtime/jobs/storage.py) is
+or an object 4x its input's size with this tool's mark; runtime/jobs/storage.py) is
 skipped, not failed. Every run writes a JSONL report, one line per input, atomically
 (REPORT_NAME in the output folder unless told otherwise).
 

@@ -18,10 +18,7 @@ from core.errors import ClusterError, OutputError, first_line, one_line
 from runtime.images.io import (
     READABLE,
     Image,
-    image_size,
     is_result_of,
-    read_image,
-    scaled_size,
     skip_reason,
     write_image,
 )
@@ -85,9 +82,10 @@ def local_copy(uri: str, folder: str) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class ObjectTarget:
-    """A result stored as an object, committed by one put of the complete encoded bytes. Objects are not
-    checked for this tool's mark: one put of complete bytes is the commit, so a decodable object 4x the
-    input's size is taken as ours."""
+    """A result stored as an object, committed by one put of the complete encoded bytes. As for a local
+    file, an object is this tool's result (complete, or one --overwrite may replace) only when it is
+    `scale` times its input's size and carries this tool's mark (runtime/images/io.py is_result_of): a
+    foreign photo that happens to be 4x is neither skipped as complete nor replaced."""
 
     uri: str
     scale: float = SCALE
@@ -113,11 +111,9 @@ class ObjectTarget:
             return False
         try:
             with tempfile.TemporaryDirectory(prefix="lsanet-") as folder, local_copy(self.uri, folder) as previous:
-                height, width = read_image(previous).colour.shape[:2]
-            source_width, source_height = image_size(source)
+                return is_result_of(source, previous, self.scale)
         except (*FAILURES, OSError):
             return False
-        return (width, height) == scaled_size(source_width, source_height, self.scale)
 
     def _version(self) -> tuple[int, int] | None:
         from pyarrow import fs
