@@ -54,16 +54,20 @@ def _openvino(model: Model, precision: str | None) -> Backend:
     return OpenVINOBackend(onnx_path(model, "fp32"), precision or "fp32")
 
 
-def _torch(model: Model, precision: str | None) -> Backend:
+def _torch(model: Model, precision: str | None, device: str) -> Backend:
+    if device == "cuda" and cuda_device() is None:  # asked of the driver: torch is not imported for nothing
+        raise BackendError("no NVIDIA GPU found")
     if model.ckpt is None:
         raise BackendError(f"needs a checkpoint, and {model.origin} has none (pass --ckpt)")
-    if precision not in (None, "fp32"):
-        raise BackendError("the PyTorch backend runs FP32 only")
+    if precision not in (None, "fp32") and not (device == "cuda" and precision == "fp16"):
+        raise BackendError(f"PyTorch runs fp32{', or fp16 on CUDA' if device == 'cuda' else ' on the CPU'}, not {precision}")
     if not _installed("torch"):
         raise BackendError("torch is not installed (the [export] extra: pip install -e '.[export]')")
     from runtime.backends.pytorch import TorchBackend
 
-    return TorchBackend(model.ckpt, model.key)
+    # On a GPU FP16 by default, as ONNX Runtime CUDA: what a GPU is for; the canary holds it to the FP16 bounds.
+    default = "fp16" if device == "cuda" else "fp32"
+    return TorchBackend(model.ckpt, model.key, device=device, precision=precision or default)
 
 
 Factory = Callable[[Model, "str | None"], Backend]
@@ -93,9 +97,11 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("onnxruntime", "onnxruntime-cuda", "ONNX Runtime on the GPU",
           "onnxruntime-gpu instead of onnxruntime, an NVIDIA GPU", lambda model, precision: _ort(model, precision, "cuda"),
           gpu=True),
+    Entry("torch", "torch-cuda", "PyTorch on the GPU: the GPU path where no engine runs (e.g. SM90)",
+          "a checkpoint, torch with CUDA, an NVIDIA GPU", lambda model, precision: _torch(model, precision, "cuda"), gpu=True),
     Entry("openvino", "openvino", "no GPU backend available; OpenVINO is the fastest CPU backend measured",
           "nothing more (a base dependency)", _openvino),
     Entry("onnxruntime", "onnxruntime", "ONNX Runtime on the CPU", "nothing more (a base dependency)",
           lambda model, precision: _ort(model, precision, "cpu")),
-    Entry("torch", "torch", "PyTorch reference", "a checkpoint, and torch", _torch),
+    Entry("torch", "torch", "PyTorch reference", "a checkpoint, and torch", lambda model, precision: _torch(model, precision, "cpu")),
 )  # fmt: skip
