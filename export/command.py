@@ -61,7 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(lambda: run(args), args.debug, "the output folder was left as it was")
 
 
+def _exporter_installed() -> None:
+    """DeployError naming the extra when the exporter's packages are missing (a runtime-only install)."""
+    import importlib.util
+
+    from core.errors import DeployError
+
+    missing = [name for name in ("torch", "onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DeployError(f"export.py needs the exporter's packages ({', '.join(missing)} missing): pip install -e '.[export]'")
+
+
 def run(args: argparse.Namespace) -> int:
+    _exporter_installed()
     if args.summary:
         from export.checkpoint import load_checkpoint
         from export.summary import report

@@ -15,8 +15,8 @@ import importlib
 import json
 import re
 import signal
-import warnings
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field

@@ -8,6 +8,7 @@ import itertools
 import sys
 from pathlib import Path
 
+from core.descriptor import SCALE
 from core.errors import DeployError, OutputError, one_line
 from runtime.images.io import READABLE, Image
 from runtime.jobs.pipelined import run_pipelined, stderr_stream
@@ -33,6 +34,8 @@ def upscale_video_file(source: Path, output: Path | None, settings: Settings) ->
     from runtime.video import load
 
     video = load(source)
+    if settings.outscale != SCALE:
+        raise DeployError(f"{source}: --outscale {settings.outscale:g}: videos are upscaled x{SCALE} only")
     if not source.is_file():
         raise DeployError(f"{source}: no such file")
     target = output

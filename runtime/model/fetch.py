@@ -19,7 +19,7 @@ PUBLIC_URL = "https://github.com/Amazingren/NTIRE2024_ESR/raw/main/model_zoo/tea
 PUBLIC_SHA256 = "4a781d3b83a670931ae57d8e67c89c3dcda2d212d6be357edf536312d80587c0"
 FILENAME = "team44_LSANet.pth"
 # The whole download is bounded in time and size, not only each read: a mirror that trickles bytes or
-# streams without end cannot hang the run. The checkpoint is 1.3 MB; the bounds leave a slow link room.
+# streams without end cannot hang the run. The checkpoint is 1.2 MB; the bounds leave a slow link room.
 DEADLINE_S = 300.0
 MAX_BYTES = 64 << 20
 

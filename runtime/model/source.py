@@ -50,7 +50,7 @@ def onnx_precision(path: Path) -> str:
         if not frontend.supported(str(path)):
             raise DeployError(f"{path}: not an ONNX model (not an ONNX protobuf)")
         model = frontend.convert(frontend.load(str(path)))
-    except (RuntimeError, OSError) as exc:  # OpenVINO's GeneralFailure is a RuntimeError
+    except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises its own types (GeneralFailure) for damage
         raise DeployError(f"{path}: not an ONNX model ({first_line(exc)})") from None
     weights = {op.get_output_element_type(0).get_type_name() for op in model.get_ordered_ops() if op.get_type_name() == "Constant"}
     return "fp16" if "f16" in weights else "fp32"
@@ -79,7 +79,7 @@ def engines_dirs() -> list[Path]:
     """Where an export is looked for when no folder is named, in order: $LSANET_ENGINES, ./engines, this
     project's own engines/ (so upscale.py finds it from any folder), the user cache's engines/."""
     found = [Path(env)] if (env := os.environ.get("LSANET_ENGINES")) else []
-    return [*found, Path("engines"), Path(__file__).resolve().parent.parent / "engines", cache_dir() / "engines"]
+    return [*found, Path("engines"), Path(__file__).resolve().parents[2] / "engines", cache_dir() / "engines"]
 
 
 def engine_sidecar(engine: Path) -> dict:
