@@ -3,9 +3,11 @@ commit (write the result atomically). The sequential run calls `run_one`; the pi
 and video schedule the same phases on their own threads, tasks or streams, and the library's
 `Upscaler.upscale_file` is `run_one`. A check written here holds for all of them.
 
-Nothing is lost: an input is never written to; an existing output is replaced only with `overwrite` and
-only when it is an earlier result of this tool for this input; the commit is exclusive, so a file another
-process wrote meanwhile is kept (runtime/images/io.py write_image).
+Re-runs resume: a target that already holds this tool's complete result for its input is skipped
+(`Complete`) unless `overwrite`, which redoes it. Nothing is lost: an input is never written to; an
+existing output is replaced only with `overwrite`, only when it is an earlier result of this tool for this
+input, and only if it is still the very file that was checked at the commit (core/files.py Checked); a
+commit without `overwrite` is exclusive, so a file another process wrote meanwhile is kept.
 """
 
 from __future__ import annotations
