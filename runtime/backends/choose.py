@@ -15,6 +15,7 @@ from core.canary import canary_input, judge, read_canary
 from core.errors import BackendError, first_line
 from core.vocabulary import BACKENDS
 from runtime.backends.base import Backend
+from runtime.backends.pytorch import TorchBackend
 from runtime.backends.registry import REGISTRY
 from runtime.model.source import Model
 
@@ -67,11 +68,17 @@ class Choice:
 
 
 def _fallback(model: Model, backend: Backend) -> Backend | None:
-    if backend.precision == "fp32" or "fp32" not in model.onnx:
+    """The FP32 backend that reruns NaN/Inf tiles of an FP16 or bf16 one: ONNX Runtime on the FP32 graph
+    (CUDA where it loads, else the CPU), or PyTorch FP32 on the same device for a checkpoint-only model."""
+    if backend.precision == "fp32":
         return None
-    from runtime.backends.onnxruntime import ORTBackend
+    if "fp32" in model.onnx:
+        from runtime.backends.onnxruntime import ORTBackend
 
-    return ORTBackend(model.onnx["fp32"], "fp32", "auto")
+        return ORTBackend(model.onnx["fp32"], "fp32", "auto")
+    if isinstance(backend, TorchBackend):
+        return TorchBackend(model.ckpt, model.key, device=backend.device, precision="fp32")
+    return None
 
 
 def choose_backend(name: str, model: Model, precision: str | None = None) -> Choice:

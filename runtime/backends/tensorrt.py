@@ -100,6 +100,8 @@ def advice(reason: str, default: str) -> str:
     """`default` (usually: rebuild the engine), or driver advice when TensorRT's own reason is the driver."""
     if any(word in reason.lower() for word in _DRIVER_WORDS):
         return "update the NVIDIA driver (TensorRT says the driver is too old for it)"
+    if "cudaerror" in reason.lower():  # CUDA failed reading the GPU (e.g. cudaError 801): no rebuild would help
+        return DIAGNOSTIC_HINTS["CUDA_ERROR"]
     return default
 
 
@@ -127,6 +129,9 @@ class TensorRTBackend(Backend):
         self._stream = self._host_in = self._host_out = self._device_in = self._device_out = None
         self._host_in_array = self._host_out_array = None
         self._lock = threading.Lock()
+        # TensorRT-RTX at the last activate(): True when the runtime cache on disk was accepted (no JIT), False
+        # when it was rejected (made for another GPU, driver or version), None when there was none.
+        self.runtime_cache_accepted: bool | None = None
 
     @property
     def limits(self) -> Limits:
@@ -190,7 +195,9 @@ class TensorRTBackend(Backend):
             self._runtime_cache = self._runtime_config.create_runtime_cache()
             if self._runtime_cache is None:
                 raise BackendError(f"{path}: TensorRT-RTX could not create a runtime cache ({logger.reason()})")
-            cached = self.runtime_cache_path.is_file() and self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
+            on_disk = self.runtime_cache_path.is_file()
+            cached = on_disk and bool(self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes()))
+            self.runtime_cache_accepted = cached if on_disk else None
             if not self._runtime_config.set_runtime_cache(self._runtime_cache):
                 raise BackendError(f"{path}: TensorRT-RTX rejected its runtime cache ({logger.reason()})")
             if not cached:  # none yet, or made for another GPU, driver or version: the JIT compiles now
