@@ -12,6 +12,7 @@ catches gross damage only.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def read_canary(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             inputs, reference = data["input"], data["output"]
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # np.load is a zip reader
         raise ValueError(f"{path}: not a canary file ({exc})") from None
     n, c, h, w = inputs.shape if inputs.ndim == 4 else (0, 0, 0, 0)
     if (n, c) != (1, 3) or reference.shape != (1, 3, h * SCALE, w * SCALE):

@@ -106,12 +106,23 @@ def resolve_inputs(spec: str, recursive: bool = False, output: Path | None = Non
     raise JobError(f"{spec}: no such file or folder")
 
 
-def previous_results(sources: list[Path], suffix: str) -> list[Path]:
-    """Inputs that are this command's own outputs from an earlier run (`a_x4.png` beside `a.png`)."""
+def previous_results(sources: list, suffix: str) -> list:
+    """Inputs that are this command's own outputs from an earlier run (`a_x4.png` beside `a.png`); paths or
+    object URIs (split at their last '/', so that `s3://` keeps both slashes)."""
     if not suffix:
         return []
-    stems = {(s.parent, s.stem) for s in sources}
-    return [s for s in sources if s.stem.endswith(suffix) and (s.parent, s.stem[: -len(suffix)]) in stems]
+
+    def parent_and_stem(source: str | Path) -> tuple[str, str]:
+        parent, _, name = str(source).rpartition("/")
+        return parent, PurePosixPath(name).stem
+
+    stems = {parent_and_stem(s) for s in sources}
+    found = []
+    for source in sources:
+        parent, stem = parent_and_stem(source)
+        if stem.endswith(suffix) and (parent, stem[: -len(suffix)]) in stems:
+            found.append(source)
+    return found
 
 
 def extension(settings: Settings) -> str | None:
@@ -219,9 +230,8 @@ def plan_run(inputs: str, output: str | Path | None, settings: Settings) -> RunP
         local = None if output is None or is_remote(output) else Path(output)
         found = resolve_inputs(inputs, settings.recursive, local)
         sources, single, skipped, root = found.files, found.single, found.skipped, found.root
-    earlier = [] if single else previous_results([PurePosixPath(str(s)) for s in sources], settings.name_suffix)
-    left_out = {str(e) for e in earlier}
-    sources = [s for s in sources if str(s) not in left_out]
+    earlier = [] if single else previous_results(sources, settings.name_suffix)
+    sources = [s for s in sources if s not in earlier]
     targets = plan_outputs(sources, single, output, settings, root)
     pairs, refused = [], []
     for source, target in zip(sources, targets):
