@@ -2,6 +2,12 @@
 
 Where ../shared is absent, its tests skip with the reason on a user's machine but fail under CI (CI is set),
 so a broken path can never turn the real-weights tests into silent skips.
+
+Tests by kind: plain function calls wherever the library is what is tested (`upscale_here` runs upscale.py's
+library call in this process); a subprocess (`run_script`) only where the process is the point: exit codes,
+signals, the one-line error contract end to end. `slow` marks tests that take over ~5 s by themselves or
+need the session's real export (`exported`); `python -m pytest -m "not slow"` is the quick loop, and CI
+runs everything.
 """
 
 from __future__ import annotations
@@ -94,6 +100,16 @@ def to_hwc(batch: np.ndarray) -> np.ndarray:
     return batch[0].transpose(1, 2, 0)
 
 
+# Fixtures that take far over 5 s to make: every test that uses one is marked `slow`.
+SLOW_FIXTURES = {"exported"}  # one real export.py run: ONNX, the parity gate, a TensorRT-RTX engine (20-40 s)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run export.py or upscale.py as a user would, from the repo root unless told otherwise."""
     return subprocess.run(
@@ -113,6 +129,22 @@ def exported(tmp_path_factory, weights_path: Path) -> tuple[Path, subprocess.Com
 def upscale_cli(exported, *args: str) -> subprocess.CompletedProcess:
     """upscale.py with the session's exported engines folder."""
     return run_script("upscale.py", *args, "--engines-dir", str(exported[0]))
+
+
+def upscale_here(capfd, inputs: str | Path, output: str | Path | None = None, **settings) -> subprocess.CompletedProcess:
+    """What `upscale.py INPUTS [OUTPUT]` does, in this process: the library's run (runtime/app.py
+    upscale_files, with these Settings fields) inside the commands' wrapper (core/command.py run_command),
+    with what it printed to stderr (capfd: also what native code writes to file descriptor 2). Only argument
+    parsing and the interpreter's start are left out, and the subprocess tests cover those."""
+    from core.command import run_command
+    from runtime.app import upscale_files
+    from runtime.settings import Settings
+
+    capfd.readouterr()
+    target = None if output is None else str(output)  # as the command passes it: a trailing '/' or s3:// intact
+    code = run_command(lambda: upscale_files(str(inputs), target, Settings(**settings)), False, "no partial file was left")
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["upscale_files", str(inputs), str(output)], code, out, err)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:

@@ -150,6 +150,7 @@ def run_export(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "export.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # counts the MACs of both forms by tracing them (~10 s)
 def test_summary_reports_both_forms(weights_path: Path) -> None:
     result = run_export("--ckpt", str(weights_path), "--summary")
     assert result.returncode == 0, result.stderr

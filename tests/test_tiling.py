@@ -124,6 +124,7 @@ def network(exported):
         yield backend.infer
 
 
+@pytest.mark.slow  # the real network on a 1000x872 photo, twice
 def test_default_tiling_matches_whole_image_on_a_large_photo(network) -> None:
     """1000x872 photo, default tiling (4 tiles of 455x519, overlap 16): measured 55.13 dB against the
     whole-image pass, the worst of four large photos (BENCHMARKS.md); the issue's floor is 55 dB. The

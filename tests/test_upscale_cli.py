@@ -1,11 +1,11 @@
-"""upscale.py end to end on real files: quality per backend, formats, and every bad input handled."""
+"""upscale.py on real files: quality per backend through the command itself (a subprocess, as a user runs it),
+formats and every bad input through its library run in this process (tests/conftest.py upscale_here)."""
 
 from __future__ import annotations
 
 import functools
 import http.server
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,7 +17,7 @@ import pytest
 
 from core.metrics import psnr, y_psnr
 from runtime.model.fetch import FetchError, fetch_checkpoint
-from tests.conftest import ROOT, assert_one_line_error, read_rgb, upscale_cli
+from tests.conftest import ROOT, assert_one_line_error, read_rgb, upscale_cli, upscale_here
 from tests.test_imageio import jpeg_with_orientation
 from tests.test_model import SET5_REFERENCE_Y
 
@@ -101,7 +101,7 @@ def test_the_cpu_path_never_imports_torch(tmp_path, exported) -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_formats_round_trip(tmp_path, exported) -> None:
+def test_formats_round_trip(tmp_path, exported, capfd) -> None:
     rng = np.random.default_rng(0)
     cv2.imwrite(str(tmp_path / "deep.png"), rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16))
     cv2.imwrite(str(tmp_path / "grey.png"), rng.integers(0, 256, (20, 24), dtype=np.uint8))
@@ -113,7 +113,7 @@ def test_formats_round_trip(tmp_path, exported) -> None:
     bgr[:, :20] = (0, 0, 255)
     (tmp_path / "phone.jpg").write_bytes(jpeg_with_orientation(bgr, 6))
     out = tmp_path / "out"
-    result = upscale_cli(exported, str(tmp_path), str(out))
+    result = upscale_here(capfd, tmp_path, out, engines_dir=exported[0])
     assert result.returncode == 0, result.stderr
     deep = cv2.imread(str(out / "deep_x4.png"), cv2.IMREAD_UNCHANGED)
     assert deep.dtype == np.uint16 and deep.shape == (80, 96, 3)
@@ -135,9 +135,9 @@ def write_bad_and_good(folder: Path) -> None:
     (folder / "b.png").write_bytes((folder / "a.png").read_bytes()[:60])
 
 
-def test_folder_with_a_bad_file_goes_on_and_fails_at_the_end(tmp_path, exported) -> None:
+def test_folder_with_a_bad_file_goes_on_and_fails_at_the_end(tmp_path, exported, capfd) -> None:
     write_bad_and_good(tmp_path / "in")
-    result = upscale_cli(exported, str(tmp_path / "in"), str(tmp_path / "out"))
+    result = upscale_here(capfd, tmp_path / "in", tmp_path / "out", engines_dir=exported[0])
     assert_one_line_error(result, "b.png", "cannot decode")
     assert "2 written, 1 failed" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x4.png", "c_x4.png"]
@@ -148,45 +148,48 @@ def test_folder_with_a_bad_file_goes_on_and_fails_at_the_end(tmp_path, exported)
     [(b"", "empty file"), (b"plain text\n", "cannot decode"), (None, "cannot decode")],
     ids=["zero-byte", "text-named-png", "truncated-png"],
 )
-def test_bad_single_files(tmp_path, exported, content, message) -> None:
+def test_bad_single_files(tmp_path, exported, capfd, content, message) -> None:
     source = tmp_path / "in.png"
     if content is None:
-        ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        _, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
         content = png.tobytes()[:300]
     source.write_bytes(content)
-    result = upscale_cli(exported, str(source), str(tmp_path / "out.png"))
+    result = upscale_here(capfd, source, tmp_path / "out.png", engines_dir=exported[0])
     assert_one_line_error(result, str(source), message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
     assert source.read_bytes() == content
 
 
-def test_output_equal_to_input_is_refused(tmp_path, exported) -> None:
+def test_output_equal_to_input_is_refused(tmp_path, exported, capfd) -> None:
     source = tmp_path / "in.png"
     cv2.imwrite(str(source), np.zeros((20, 20, 3), np.uint8))
     before = source.read_bytes()
-    for extra in ([], ["--overwrite"]):
-        result = upscale_cli(exported, str(source), str(source), *extra)
+    for overwrite in (False, True):
+        result = upscale_here(capfd, source, source, engines_dir=exported[0], overwrite=overwrite)
         assert_one_line_error(result, "would overwrite its input")
     assert source.read_bytes() == before
 
 
-def test_existing_output_needs_overwrite(tmp_path, exported) -> None:
+def test_an_existing_output_is_kept_and_replaced_only_if_it_is_an_earlier_result(tmp_path, exported, capfd) -> None:
     source, target = tmp_path / "in.png", tmp_path / "out.png"
     cv2.imwrite(str(source), np.zeros((20, 20, 3), np.uint8))
-    assert upscale_cli(exported, str(source), str(target)).returncode == 0  # an earlier result
-    first = target.read_bytes()
-    assert_one_line_error(upscale_cli(exported, str(source), str(target)), "exists (use --overwrite")
-    assert target.read_bytes() == first
-    assert upscale_cli(exported, str(source), str(target), "--overwrite").returncode == 0
-    assert cv2.imread(str(target)).shape == (80, 80, 3)
+    assert upscale_here(capfd, source, target, engines_dir=exported[0]).returncode == 0  # an earlier result
+    first = target.stat()
+    again = upscale_here(capfd, source, target, engines_dir=exported[0])  # a re-run resumes: nothing to redo
+    assert again.returncode == 0 and f"0 written, 0 failed, 1 skipped (complete): {target}" in again.stderr
+    assert (target.stat().st_ino, target.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    assert upscale_here(capfd, source, target, engines_dir=exported[0], overwrite=True).returncode == 0
+    assert target.stat().st_ino != first.st_ino and cv2.imread(str(target)).shape == (80, 80, 3)
     # Files this tool did not make are never replaced: a photo exactly 4x the size, or anything else.
     for other in (cv2.imencode(".png", np.full((80, 80, 3), 200, np.uint8))[1].tobytes(), b"keep me"):
         target.write_bytes(other)
-        assert_one_line_error(upscale_cli(exported, str(source), str(target), "--overwrite"), "not an earlier x4 result")
-        assert target.read_bytes() == other
+        for overwrite in (False, True):
+            result = upscale_here(capfd, source, target, engines_dir=exported[0], overwrite=overwrite)
+            assert_one_line_error(result, "not an earlier x4 result")
+            assert target.read_bytes() == other
 
 
-def test_unwritable_output_folder(tmp_path, exported) -> None:
+def test_unwritable_output_folder(tmp_path, exported, capfd) -> None:
     source = tmp_path / "in.png"
     cv2.imwrite(str(source), np.zeros((20, 20, 3), np.uint8))
     if os.geteuid() == 0:
@@ -194,26 +197,26 @@ def test_unwritable_output_folder(tmp_path, exported) -> None:
     else:
         folder = tmp_path / "locked"
         folder.mkdir(mode=0o500)
-    result = upscale_cli(exported, str(source), str(folder / "out.png"))
+    result = upscale_here(capfd, source, folder / "out.png", engines_dir=exported[0])
     assert_one_line_error(result, "not writable")
     assert not (folder / "out.png").exists()
 
 
-def test_rerun_on_a_folder_skips_its_earlier_results(tmp_path, exported) -> None:
+def test_rerun_on_a_folder_skips_its_earlier_results(tmp_path, exported, capfd) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.zeros((20, 20, 3), np.uint8))
-    assert upscale_cli(exported, str(folder)).returncode == 0
-    result = upscale_cli(exported, str(folder), "--overwrite")
+    assert upscale_here(capfd, folder, engines_dir=exported[0]).returncode == 0
+    result = upscale_here(capfd, folder, engines_dir=exported[0], overwrite=True)
     assert result.returncode == 0 and "skipping 1 earlier result" in result.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_x4.png"]
 
 
-def test_missing_input_and_bad_backend_choice(tmp_path, exported) -> None:
-    assert_one_line_error(upscale_cli(exported, str(tmp_path / "nope.png")), "no such file or folder")
+def test_missing_input_and_bad_backend_choice(tmp_path, exported, capfd) -> None:
+    assert_one_line_error(upscale_here(capfd, tmp_path / "nope.png", engines_dir=exported[0]), "no such file or folder")
     source = tmp_path / "in.png"
     cv2.imwrite(str(source), np.zeros((20, 20, 3), np.uint8))
-    assert_one_line_error(upscale_cli(exported, str(source), "--backend", "tensorrt"), "backend tensorrt cannot run")
+    assert_one_line_error(upscale_here(capfd, source, engines_dir=exported[0], backend="tensorrt"), "backend tensorrt cannot run")
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -246,13 +249,39 @@ def test_fetch_verifies_the_download(tmp_path, monkeypatch, weights_server) -> N
         fetch_checkpoint("http://127.0.0.1:9/unreachable.pth")
 
 
-def test_upscale_with_nothing_exported_fetches_the_public_checkpoint(tmp_path, weights_server) -> None:
+@pytest.mark.slow  # the fetched checkpoint is exported into the cache first: ONNX and the parity gate, ~20-40 s
+def test_upscale_with_nothing_exported_fetches_the_public_checkpoint(tmp_path, weights_server, monkeypatch, capfd) -> None:
+    """With no export anywhere the lookup goes, the public checkpoint is downloaded (from the local server
+    standing in for its URL), verified, cached, and run. "Anywhere" is made true whatever this machine holds:
+    after the README's Run, ./engines and this project's engines/ hold an export, which would be found."""
+    from runtime.model import source as model_source
+
     source = tmp_path / "in.png"
     cv2.imwrite(str(source), np.full((20, 20, 3), 128, np.uint8))
-    env = dict(os.environ, LSANET_CACHE=str(tmp_path / "cache"), LSANET_WEIGHTS_URL=weights_server)
-    result = subprocess.run([sys.executable, str(ROOT / "upscale.py"), str(source), str(tmp_path / "out.png")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    monkeypatch.setenv("LSANET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LSANET_WEIGHTS_URL", weights_server)
+    nowhere = [tmp_path / "engines", tmp_path / "cache" / "engines"]  # the lookup's places, all empty
+    monkeypatch.setattr(model_source, "engines_dirs", lambda: nowhere)
+    result = upscale_here(capfd, source, tmp_path / "out.png")
     assert result.returncode == 0, result.stderr
     assert "model: public checkpoint" in result.stderr
     assert (tmp_path / "cache" / "team44_LSANet.pth").is_file() and cv2.imread(str(tmp_path / "out.png")).shape == (80, 80, 3)
-    shutil.rmtree(tmp_path / "cache")
+
+
+def test_the_export_lookup_order(tmp_path, monkeypatch) -> None:
+    """Where an export is looked for when none is named: $LSANET_ENGINES, ./engines, this project's engines/,
+    the user cache; the first holding a manifest is used (the test above empties exactly these)."""
+    from runtime.model.source import engines_dirs
+
+    monkeypatch.setenv("LSANET_ENGINES", str(tmp_path / "mine"))
+    monkeypatch.setenv("LSANET_CACHE", str(tmp_path / "cache"))
+    found = engines_dirs()
+    assert len(found) == 4 and found[:2] == [tmp_path / "mine", Path("engines")] and found[3] == tmp_path / "cache" / "engines"
+    monkeypatch.delenv("LSANET_ENGINES")
+    assert engines_dirs() == found[1:]
+
+
+def test_the_lookup_finds_this_projects_export_from_any_folder() -> None:
+    from runtime.model.source import engines_dirs
+
+    assert ROOT / "engines" in engines_dirs()

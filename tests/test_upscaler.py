@@ -60,9 +60,11 @@ def test_upscale_file_keeps_the_cli_guarantees(tmp_path, upscaler) -> None:
     cv2.imwrite(str(tmp_path / "a.png"), np.full((20, 20, 3), 90, np.uint8))
     cv2.imwrite(str(tmp_path / "b.png"), np.full((20, 20, 3), 30, np.uint8))
     assert upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png").is_file()
-    with pytest.raises(OutputError, match="exists"):
-        upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png")
+    first = (tmp_path / "a_x4.png").stat()
+    assert upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png") == tmp_path / "a_x4.png"  # complete: kept
+    assert (tmp_path / "a_x4.png").stat().st_mtime_ns == first.st_mtime_ns
     assert upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png", overwrite=True).is_file()
+    assert (tmp_path / "a_x4.png").stat().st_ino != first.st_ino  # redone
     with pytest.raises(OutputError, match="not an earlier x4 result"):
         upscaler.upscale_file(tmp_path / "a.png", tmp_path / "b.png", overwrite=True)
 

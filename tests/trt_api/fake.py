@@ -5,7 +5,9 @@ the real overloads (parameter names, arity, simple types), all read from api.jso
 introspects the installed packages), so code that passes against the fake calls the API NVIDIA ships. The
 enums, the version and the constants come from api.json too. Memory is real host memory (ctypes buffers)
 so copies and the fake "network" (nearest-neighbour x4) really move data. What the scenario asks for goes
-wrong; everything that is created, freed or serialized is appended to `events`.
+wrong; everything that is created, freed or serialized is appended to `events`, and so is every use of a
+stream (a copy, an execution, a synchronisation). A stream is usable from its creation to its destruction
+only: outside that a call on it fails, as with real CUDA.
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ class Scenario:
     events: list[str] = field(default_factory=list)
     allocations: dict[int, ctypes.Array] = field(default_factory=dict)
     mallocs: int = 0
+    streams: set[int] = field(default_factory=set)  # created and not destroyed yet
+
+    def use_stream(self, stream: int, what: str) -> bool:
+        """Record `what` on `stream`; False when the stream is not (or no longer) alive."""
+        self.events.append(what)
+        return int(stream) in self.streams
 
 
 class FakeTrt:
@@ -182,6 +190,8 @@ class FakeTrt:
                 return memory in s.allocations
 
             def execute_async_v3(self, stream_handle: int) -> bool:
+                if not s.use_stream(stream_handle, "execute_async_v3"):
+                    return False
                 n, c, h, w = self._shape
                 x = np.ctypeslib.as_array((ctypes.c_float * (n * c * h * w)).from_address(self._addresses["lr"]))
                 y = np.ctypeslib.as_array((ctypes.c_float * (n * c * h * w * 16)).from_address(self._addresses["sr"]))
@@ -298,18 +308,29 @@ class FakeCudart(ModuleType):
         return self._release(ptr, "cudaFreeHost")
 
     def _cudaStreamCreate(self) -> tuple:
-        self._scenario.events.append("cudaStreamCreate")
-        return (self.cudaError_t.cudaSuccess, 7)
+        s = self._scenario
+        stream = 7 + len(s.streams)
+        s.streams.add(stream)
+        s.events.append("cudaStreamCreate")
+        return (self.cudaError_t.cudaSuccess, stream)
 
     def _cudaStreamDestroy(self, stream: int) -> tuple:
-        self._scenario.events.append("cudaStreamDestroy")
+        s = self._scenario
+        if int(stream) not in s.streams:
+            return (self.cudaError_t.cudaErrorInvalidResourceHandle,)
+        s.streams.discard(int(stream))
+        s.events.append("cudaStreamDestroy")
         return (self.cudaError_t.cudaSuccess,)
 
     def _cudaStreamSynchronize(self, stream: int) -> tuple:
+        if not self._scenario.use_stream(stream, "cudaStreamSynchronize"):
+            return (self.cudaError_t.cudaErrorInvalidResourceHandle,)
         return (self.cudaError_t.cudaSuccess,)
 
     def _cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int) -> tuple:
         assert isinstance(kind, self.cudaMemcpyKind), kind
+        if not self._scenario.use_stream(stream, "cudaMemcpyAsync"):
+            return (self.cudaError_t.cudaErrorInvalidResourceHandle,)
         ctypes.memmove(dst, src, count)
         return (self.cudaError_t.cudaSuccess,)
 
