@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends.choose import self_check
 from runtime.backends.onnxruntime import ORTBackend
 from runtime.backends.openvino import OpenVINOBackend
-from runtime.model.source import Model, self_check
+from runtime.model.source import Model
 
 
 def main() -> None:

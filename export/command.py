@@ -6,6 +6,7 @@ The `export.py` command (and `lsanet-export`): only parses arguments and calls t
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from core.vocabulary import KEYS, int_at_least
@@ -54,11 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
+    """Everything, parsing included, runs inside the wrapper: Ctrl-C at any moment is a clean exit."""
     from core.command import run_command
 
-    return run_command(lambda: run(args), args.debug, "the output folder was left as it was")
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: run(build_parser().parse_args(argv)), debug, "the output folder was left as it was")
 
 
 def _exporter_installed() -> None:

@@ -232,3 +232,16 @@ def test_fp16_asked_of_auto_is_for_gpus_cpu_backends_run_their_own_precision(reg
     assert choice.reason == "openvino is why; --fp16 needs a GPU backend, so it runs fp32 (FP16 is slower on CPUs)"
     choose_backend("openvino", model, "fp16")  # named, a CPU backend is held to what was asked
     assert asked["openvino"] == "fp16"
+
+
+def test_a_canary_exported_again_in_place_is_read_again(tmp_path) -> None:
+    """The canary is cached per file version: a re-export into the same folder in one process is judged
+    against its new reference, not the old one."""
+    inputs = canary_input()
+    path = tmp_path / "canary.npz"
+    write_canary(path, inputs, np.zeros((1, 3, inputs.shape[2] * 4, inputs.shape[3] * 4), np.float32))
+    with Stub("nearest", []) as backend:
+        with pytest.raises(BackendError, match="self-check failed"):
+            self_check(backend, Model("test", canary=path))
+        write_canary(path, inputs, nearest_x4(inputs))
+        self_check(backend, Model("test", canary=path))

@@ -20,10 +20,18 @@ from runtime.backends.registry import REGISTRY
 from runtime.model.source import Model
 
 
-@functools.lru_cache(maxsize=4)
 def _canary(path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(input, reference or None): read once per run, though `auto` may check several backends and a fallback."""
-    return read_canary(path) if path is not None else (canary_input(), None)
+    """(input, reference or None): read once per file version, though `auto` may check several backends and
+    a fallback; a canary re-exported in place (another inode, size or time) is read again."""
+    if path is None:
+        return canary_input(), None
+    st = path.stat()
+    return _read_canary(path, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_canary(path: Path, *_version: int) -> tuple[np.ndarray, np.ndarray]:
+    return read_canary(path)
 
 
 def self_check(backend: Backend, model: Model) -> None:
