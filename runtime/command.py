@@ -21,6 +21,14 @@ from core.vocabulary import (
 )
 
 
+def quality(text: str) -> int:
+    """An argparse type: an image quality from 1 to 100 (a usage error, exit 2, otherwise)."""
+    value = int_at_least(1)(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be at most 100, got {value}")
+    return value
+
+
 def outscale(text: str) -> float:
     """An argparse type: a scale above 0 and at most 16 (a usage error, exit 2, otherwise)."""
     try:
@@ -48,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="results at S times the input's size (default 4): the x4 result resized, with an area "
                              "filter when S < 4 and Lanczos when S > 4; 0 < S <= 16")  # fmt: skip
     parser.add_argument("--ext", help="output format, e.g. png (default: the input's)")
+    parser.add_argument("--jpeg-quality", type=quality, default=default.jpeg_quality, metavar="Q",
+                        help=f"JPEG results' quality, 1-100 (default {default.jpeg_quality})")  # fmt: skip
+    parser.add_argument("--webp-quality", type=quality, metavar="Q",
+                        help="WebP results: lossy at quality Q, 1-100 (default: lossless)")  # fmt: skip
     parser.add_argument("--recursive", action="store_true",
                         help="a folder INPUT: also the images in its sub-folders, their results in the same sub-folders "
                              "of OUTPUT (default: sub-folders are listed as skipped)")  # fmt: skip
@@ -110,7 +122,8 @@ def run(argv: list[str] | None) -> int:
     from runtime.settings import Settings
 
     fields = ("ckpt", "onnx", "engine", "engines_dir", "key", "backend", "precision", "tile", "overlap",
-              "suffix", "ext", "overwrite", "recursive", "outscale", "codec", "crf", "preset", "quiet")  # fmt: skip
+              "suffix", "ext", "overwrite", "recursive", "outscale", "jpeg_quality", "webp_quality", "codec", "crf",
+              "preset", "quiet")  # fmt: skip
     settings = Settings(**{name: getattr(args, name) for name in fields},
                         **({"max_pixels": args.max_pixels} if args.max_pixels else {}))  # fmt: skip
     if args.cluster == "ray":

@@ -35,6 +35,9 @@ class Settings:
     ext: str | None = None
     # Results at this many times the input's size (the x4 result resized: runtime/images/outscale.py).
     outscale: float = 4.0
+    # Image results in lossy formats: JPEG quality, and WebP quality (None: lossless WebP).
+    jpeg_quality: int = 95
+    webp_quality: int | None = None
     overwrite: bool = False
     # A folder INPUT: also the images of its sub-folders, their results in the same sub-folders of OUTPUT.
     recursive: bool = False

@@ -29,7 +29,7 @@ from core.errors import DeployError
 from runtime.backends.base import Backend, Limits
 from runtime.backends.choose import Choice, choose_backend, self_check
 from runtime.images.alpha import needs_network, upscale_alpha
-from runtime.images.io import Image
+from runtime.images.io import Encoding, Image
 from runtime.images.outscale import check_outscale, resize_result
 from runtime.jobs.step import Complete, run_one
 from runtime.memory import check_fits, whole_image_side
@@ -172,7 +172,8 @@ class Upscaler:
 
             colour = grey(image.colour) if image.is_grey else upscale(image.colour, run, config, rerun, progress)
             alpha = None if image.alpha is None else upscale_alpha(image.alpha, grey)
-        result = dataclasses.replace(image, colour=colour, alpha=alpha)
+        encoding = Encoding(self.settings.jpeg_quality, self.settings.webp_quality)
+        result = dataclasses.replace(image, colour=colour, alpha=alpha, encoding=encoding)
         return resize_result(result, width, height, self.settings.outscale)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:

@@ -97,3 +97,17 @@ def test_logs_get_plain_lines_and_the_basics_are_there(mixed: Path, tmp_path: Pa
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "(default 64,000,000)" in help_text and "0 = no tiling: the whole image in one pass" in help_text
+
+
+def test_image_quality_options_are_their_own(mixed: Path, tmp_path: Path, exported, capsys) -> None:
+    """--jpeg-quality and --webp-quality (lossy; lossless without it), named apart from the video's --crf."""
+    engines = ("--engines-dir", str(exported[0]))
+    source = str(mixed / "plain.png")
+    for name, extra in (("default.jpg", ()), ("q30.jpg", ("--jpeg-quality", "30")), ("lossless.webp", ()),
+                        ("q60.webp", ("--webp-quality", "60"))):  # fmt: skip
+        assert main([source, str(tmp_path / name), *extra, *engines]) == 0, capsys.readouterr().err
+    assert (tmp_path / "q30.jpg").stat().st_size < (tmp_path / "default.jpg").stat().st_size
+    assert b"VP8L" in (tmp_path / "lossless.webp").read_bytes()[:64]  # the lossless bitstream
+    assert b"VP8 " in (tmp_path / "q60.webp").read_bytes()[:64]  # the lossy one
+    with pytest.raises(SystemExit):
+        main([source, "--jpeg-quality", "101"])

@@ -91,6 +91,15 @@ def scaled_size(width: int, height: int, scale: float = SCALE) -> tuple[int, int
 
 
 SOFTWARE = mark()
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How lossy formats are written: JPEG quality (1-100), WebP quality (1-100, lossy) or None (lossless,
+    the default: a result keeps every level the network computed)."""
+
+    jpeg_quality: int = 95
+    webp_quality: int | None = None
 UNMARKED = {".bmp"}
 _SOFTWARE_TAG = 0x0131
 _ORIENTATION = 0x0112
@@ -136,6 +145,7 @@ class Image:
     icc: bytes | None = None
     exif: bytes | None = None
     outscale: float = SCALE  # the scale the mark that write_image writes states (a result of --outscale)
+    encoding: Encoding = Encoding()  # how write_image encodes it into JPEG or WebP
 
     @property
     def dtype(self) -> np.dtype:
@@ -246,7 +256,7 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
-def write_image(path: str | Path, image: Image, *, replace: Replace = False, quality: int = 95) -> None:
+def write_image(path: str | Path, image: Image, *, replace: Replace = False) -> None:
     """Encode with the image's ICC profile and EXIF, atomically (temporary file in the target folder, then
     rename); without `replace` the commit is exclusive, so a file that appeared meanwhile is kept, and with
     a `Checked` (runtime/jobs/step.py check_output) only that checked file is replaced (core/files.py).
@@ -266,7 +276,7 @@ def write_image(path: str | Path, image: Image, *, replace: Replace = False, qua
         raise ImageError(f"{path}: output folder does not exist")
     try:
         with atomic_path(path, replace=replace) as tmp:
-            _encode(tmp, suffix, image, quality)
+            _encode(tmp, suffix, image)
     except PermissionError:
         raise ImageError(f"{path}: permission denied (output folder not writable)") from None
     except OSError as exc:
@@ -920,7 +930,7 @@ class _EncodeError(Exception):
     """OpenCV declined to encode; the message is what it printed, or that it said nothing."""
 
 
-def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> None:
+def _encode(tmp: Path, suffix: str, image: Image) -> None:
     """Write `image` to `tmp` in the format `suffix` names."""
     if suffix in _TIFF:
         _write_tiff(tmp, image)
@@ -929,9 +939,10 @@ def _encode(tmp: Path, suffix: str, image: Image, quality: int) -> None:
         with open(tmp, "wb") as stream:
             write_png(stream, _interleaved(image, rgb=True), icc=image.icc, exif=_marked_exif(image.exif, mark(image.outscale)))
         return
-    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, quality]}
-    params[".webp"] = [cv2.IMWRITE_WEBP_QUALITY, 101]  # lossless
-    if image.alpha is not None:  # libwebp's exact mode: keep the colour of fully transparent pixels too
+    jpeg, webp = image.encoding.jpeg_quality, image.encoding.webp_quality
+    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, jpeg], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, jpeg]}
+    params[".webp"] = [cv2.IMWRITE_WEBP_QUALITY, 101 if webp is None else webp]  # above 100: lossless
+    if image.alpha is not None and webp is None:  # libwebp's exact mode: keep the colour of transparent pixels
         params[".webp"] += [cv2.IMWRITE_WEBP_LOSSLESS_MODE, cv2.IMWRITE_WEBP_LOSSLESS_PRESERVE_COLOR]
     # OpenCV writes an ICC profile into one APP2 marker only: a larger one is split here (_with_icc_markers).
     split_icc = suffix in _JPEG and image.icc is not None and len(image.icc) > _ICC_PER_APP2
