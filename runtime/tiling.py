@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from core.descriptor import LSANET
@@ -221,10 +222,13 @@ def _upscale_once(image, run, config, out, rerun_fp32, progress) -> np.ndarray:
             if y1 <= y0 or x1 <= x0:
                 continue
             kept = result[i, :, (y0 - t.y.start) * s : (y1 - t.y.start) * s, (x0 - t.x.start) * s : (x1 - t.x.start) * s]
-            np.clip(kept, 0.0, 1.0, out=kept)
-            kept *= peak
-            np.rint(kept, out=kept)
-            out[y0 * s : y1 * s, x0 * s : x1 * s] = kept.transpose(1, 2, 0)
+            # Interleave first (OpenCV's merge: 2.6x faster than a strided transpose, bench/host_work.py),
+            # then scale, clamp and round in place: clip(x, 0, 1) * peak == clip(x * peak, 0, peak) bit for bit.
+            hwc = cv2.merge([kept[0], kept[1], kept[2]])
+            hwc *= peak
+            np.clip(hwc, 0.0, peak, out=hwc)
+            np.rint(hwc, out=hwc)
+            out[y0 * s : y1 * s, x0 * s : x1 * s] = hwc
         if progress is not None:
             progress(len(group))
     return out
