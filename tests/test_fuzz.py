@@ -1,6 +1,6 @@
 """Fuzz: a few hundred damaged images of every supported format through real `upscale.py` folder runs.
 
-What is shown (issue 8): for 252 mutated files (bit flips, truncations, header edits, zeroed, spliced,
+What is shown: for 252 mutated files (bit flips, truncations, header edits, zeroed, spliced,
 repeated and appended bytes) made from 21 small PNG, JPEG, WebP, TIFF and BMP files (8- and 16-bit, grey,
 RGB, RGBA, grey+alpha, EXIF-rotated, progressive, odd row stride), run as five folder runs:
 

@@ -127,7 +127,7 @@ def network(exported):
 @pytest.mark.slow  # the real network on a 1000x872 photo, twice
 def test_default_tiling_matches_whole_image_on_a_large_photo(network) -> None:
     """1000x872 photo, default tiling (4 tiles of 455x519, overlap 16): measured 55.13 dB against the
-    whole-image pass, the worst of four large photos (BENCHMARKS.md); the issue's floor is 55 dB. The
+    whole-image pass, the worst of four large photos (BENCHMARKS.md); the design's floor is 55 dB. The
     residual is the attention's image-wide context, not a seam: the cut lines are no worse than the rest."""
     photo = data.hubble_deep_field()
     whole = upscale(photo, network, TileConfig(tile=10**6))
