@@ -86,15 +86,16 @@ class OpenVINOBackend(Backend):
         self._request = compiled.create_infer_request()
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        if self._request is None:
-            self._request = self._compiled.create_infer_request()
+        if self._request is None:  # after an out-of-memory: the model compiled again, from the model cache
+            self.activate_impl()
         try:
             return self._request.infer({0: batch})[0].copy()
         except RuntimeError as exc:
             if "memory" in str(exc).lower() or "alloc" in str(exc).lower():
-                # A request whose allocation failed stays broken: every later infer on it fails too, so the
-                # next pass (the tiler's smaller tile) runs on a new request from the compiled model.
-                self._request = None
+                # A request whose allocation failed stays broken, and the compiled model keeps the memory it
+                # grew to for the failed shape: both are let go, so that the next pass (the tiler's smaller
+                # tile) starts from a model compiled again, not from what the failure left.
+                self._request = self._compiled = None
                 raise BackendOutOfMemory(first_line(exc)) from None
             raise
 
