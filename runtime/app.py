@@ -12,8 +12,8 @@ from core.descriptor import SCALE
 from core.errors import DeployError, OutputError, one_line
 from runtime.images.io import READABLE, Image
 from runtime.jobs.pipelined import run_pipelined, stderr_stream
-from runtime.jobs.plan import Outcome, make_output_folder, plan_run
-from runtime.jobs.step import LocalFile, run_sequential
+from runtime.jobs.plan import make_output_folder, plan_run
+from runtime.jobs.step import LocalFile, Outcome, run_sequential
 from runtime.settings import Settings
 from runtime.upscaler import Upscaler
 
@@ -81,12 +81,14 @@ def upscale_files(inputs: str, output: str | Path | None, settings: Settings, pi
         _say(one_line(f"skipped {path}: {why}"))
     for _source, why in run_plan.refused:
         _say(f"error: {one_line(why)}")
-    if single and output is not None and pairs:
-        _check_named_output(*pairs[0], settings.overwrite, settings.outscale)
-    if not settings.overwrite and all(LocalFile(t, settings.outscale).complete(s) for s, t in pairs):
-        outcome = Outcome(skipped=[t for _, t in pairs])  # a re-run with nothing left to do loads no model
-    else:
-        outcome = _run(pairs, single, output, settings, pipelined and not single)
+    # Complete earlier results are told apart once, here (the step would skip them too): a re-run with
+    # nothing left to do loads no model, and progress counts only what is left.
+    done = set() if settings.overwrite else {i for i, (s, t) in enumerate(pairs) if LocalFile(t, settings.outscale).complete(s)}
+    todo = [pair for i, pair in enumerate(pairs) if i not in done]
+    if single and output is not None and todo:
+        _check_named_output(*todo[0], settings.overwrite, settings.outscale)
+    outcome = _run(todo, single, output, settings, pipelined and not single) if todo else Outcome()
+    outcome.skipped[:0] = [pairs[i][1] for i in sorted(done)]
     outcome.failed[:0] = [(source, why) for source, why in run_plan.refused]
     if not quiet or outcome.failed or run_plan.skipped:
         done = f"{len(outcome.written)} written, {len(outcome.failed)} failed"
@@ -98,10 +100,10 @@ def upscale_files(inputs: str, output: str | Path | None, settings: Settings, pi
 
 
 def _check_named_output(source: Path, target: Path, overwrite: bool, scale: float) -> None:
-    """One input into an OUTPUT that is there and not its result: refused before the model loads, with the
-    usual cause named (`upscale.py *.jpg` expanded by the shell into INPUT and OUTPUT)."""
-    if not target.parent.is_dir() or (not overwrite and LocalFile(target, scale).complete(source)):
-        return  # a folder still to be made (OUTPUT ending in '/'), or a complete result to skip
+    """One input into an OUTPUT that is there and not its complete result: refused before the model loads,
+    with the usual cause named (`upscale.py *.jpg` expanded by the shell into INPUT and OUTPUT)."""
+    if not target.parent.is_dir():
+        return  # a folder still to be made (OUTPUT ending in '/')
     try:
         LocalFile(target, scale).check(source, overwrite, {source.resolve()})
     except OutputError as exc:

@@ -41,8 +41,7 @@ from core.descriptor import SCALE
 from core.files import Replace
 from runtime.images.io import CAPTURE_LOCK, Image
 from runtime.jobs.channel import Channel, Stage
-from runtime.jobs.plan import Outcome
-from runtime.jobs.step import FAILURES, Complete, Upscale, commit, prepare
+from runtime.jobs.step import FAILURES, Complete, Outcome, Upscale, commit, prepare
 
 # imageio's capture lock, also held around every read_image made by this module and every write of
 # stderr_stream() (see the module docstring).
@@ -192,16 +191,9 @@ def run_pipelined(
                 return
             error = result.exception() if isinstance(result, Future) else result
             results[index] = None
-            if error is None:
-                outcome.written.append(targets[index])
-            elif isinstance(error, Complete):
-                outcome.skipped.append(targets[index])
-            elif isinstance(error, FAILURES):
-                outcome.failed.append((sources[index], str(error)))
+            if (reason := outcome.record(sources[index], targets[index], error)) is not None:
                 with CODEC:
-                    on_error(sources[index], str(error))
-            else:
-                raise error
+                    on_error(sources[index], reason)
 
     writers = _Encoders(encoders)
     reader.stage.start()

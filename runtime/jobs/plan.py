@@ -38,16 +38,6 @@ class Inputs:
     root: Path | None = None  # the folder a recursive run walked: results keep their place below it
 
 
-@dataclass
-class Outcome:
-    """What a run did: the results written, the inputs that failed with their one-line reasons, and the
-    results already complete from an earlier run (skipped: a re-run resumes)."""
-
-    written: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)  # complete earlier results, left as they were
-
-
 def _sort_out(candidates: list[Path], walked: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     files, skipped = [], []
     for path in candidates:
@@ -231,7 +221,8 @@ def plan_run(inputs: str, output: str | Path | None, settings: Settings) -> RunP
         found = resolve_inputs(inputs, settings.recursive, local)
         sources, single, skipped, root = found.files, found.single, found.skipped, found.root
     earlier = [] if single else previous_results(sources, settings.name_suffix)
-    sources = [s for s in sources if s not in earlier]
+    left_out = set(earlier)
+    sources = [s for s in sources if s not in left_out]
     targets = plan_outputs(sources, single, output, settings, root)
     pairs, refused = [], []
     for source, target in zip(sources, targets):

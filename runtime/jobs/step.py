@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +29,6 @@ from runtime.images.io import (
     read_image,
     write_image,
 )
-from runtime.jobs.plan import Outcome
 
 # What fails one file without stopping the run: reported, and the run goes on to the next input.
 FAILURES = (DeployError, ValueError, FloatingPointError, MemoryError)
@@ -40,6 +39,30 @@ Upscale = Callable[[Image, Path], Image]
 class Complete(Exception):
     """The target already holds this tool's complete result for the input, so the step is skipped: a re-run
     resumes where the last one stopped. With `overwrite` the step is redone instead."""
+
+
+@dataclass
+class Outcome:
+    """What a run did: the results written, the inputs that failed with their one-line reasons, and the
+    results already complete from an earlier run (skipped: a re-run resumes)."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # complete earlier results, left as they were
+
+    def record(self, source: Path, target: Path, error: BaseException | None) -> str | None:
+        """Record how one input's step ended (`error` None: written); returns the reason when it failed,
+        for the driver to report. An error that is not a failure of this file (a bug) is raised."""
+        if error is None:
+            self.written.append(target)
+        elif isinstance(error, Complete):
+            self.skipped.append(target)
+        elif isinstance(error, FAILURES):
+            self.failed.append((source, str(error)))
+            return str(error)
+        else:
+            raise error
+        return None
 
 
 def check_output(
@@ -166,10 +189,10 @@ def run_sequential(
     inputs = {s.resolve() for s, _ in pairs}
     for source, target in pairs:
         try:
-            outcome.written.append(run_one(source, target, upscale, overwrite, inputs, max_pixels, scale))
-        except Complete:
-            outcome.skipped.append(target)
-        except FAILURES as exc:
-            outcome.failed.append((source, str(exc)))
-            on_error(source, str(exc))
+            run_one(source, target, upscale, overwrite, inputs, max_pixels, scale)
+            error = None
+        except (Complete, *FAILURES) as exc:
+            error = exc
+        if (reason := outcome.record(source, target, error)) is not None:
+            on_error(source, reason)
     return outcome
