@@ -64,13 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exporter_installed() -> None:
     """DeployError naming the extra when the exporter's packages are missing (a runtime-only install)."""
-    import importlib.util
-
     from core.errors import DeployError
+    from core.extras import EXPORTER, missing
 
-    missing = [name for name in ("torch", "onnx", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise DeployError(f"export.py needs the exporter's packages ({', '.join(missing)} missing): pip install -e '.[export]'")
+    if absent := missing(EXPORTER):
+        raise DeployError(f"export.py needs the exporter's packages ({', '.join(absent)} missing): pip install -e '.[export]'")
 
 
 def run(args: argparse.Namespace) -> int:

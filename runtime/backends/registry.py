@@ -5,19 +5,15 @@ BackendError with the reason when the backend cannot be made here; nothing is lo
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.artifacts import MODULES
 from core.errors import BackendError
+from core.extras import missing
 from core.nvidia import cuda_device
 from runtime.backends.base import Backend
 from runtime.model.source import Model, onnx_path
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def _trt(flavor: str, model: Model, precision: str | None) -> Backend:
@@ -47,7 +43,7 @@ def _ort(model: Model, precision: str | None, device: str) -> Backend:
 def _openvino(model: Model, precision: str | None) -> Backend:
     if precision == "fp16":
         raise BackendError("runs fp32, or bf16 (--bf16) on CPUs with bfloat16 arithmetic; FP16 brings no speed on CPUs")
-    if not _installed("openvino"):
+    if missing(("openvino",)):
         raise BackendError("openvino is not installed (pip install openvino)")
     from runtime.backends.openvino import OpenVINOBackend
 
@@ -61,7 +57,7 @@ def _torch(model: Model, precision: str | None, device: str) -> Backend:
         raise BackendError(f"needs a checkpoint, and {model.origin} has none (pass --ckpt)")
     if precision not in (None, "fp32") and not (device == "cuda" and precision == "fp16"):
         raise BackendError(f"PyTorch runs fp32{', or fp16 on CUDA' if device == 'cuda' else ' on the CPU'}, not {precision}")
-    if not _installed("torch"):
+    if missing(("torch",)):
         raise BackendError("torch is not installed (the [export] extra: pip install -e '.[export]')")
     from runtime.backends.pytorch import TorchBackend
 

@@ -6,7 +6,6 @@ into the user cache.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from core.artifacts import (
     read_sidecar,
 )
 from core.errors import BackendError, DeployError, first_line
+from core.extras import EXPORTER, missing
 from core.files import sha256_file
 from core.vocabulary import package_version
 from runtime.model.fetch import cache_dir, fetch_checkpoint
@@ -118,7 +118,7 @@ def resolve_model(
     for folder in engines_dirs():
         if (folder / MANIFEST).is_file():
             return _from_manifest(folder, f"{folder / MANIFEST}")
-    if not all(importlib.util.find_spec(name) for name in ("torch", "onnx")):  # say so before downloading
+    if missing(EXPORTER):  # said before downloading
         raise DeployError(
             f"no export found ({', '.join(str(f) for f in engines_dirs())} hold no {MANIFEST}), and running the "
             "public checkpoint needs the exporter: pip install -e '.[export]', or pass --engines-dir"
