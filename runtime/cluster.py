@@ -98,8 +98,7 @@ def decode(row: dict, overwrite: bool, max_pixels: int, scale: float) -> dict:
                     return _row(row, started, "skipped")
                 image = prepared.image
                 # here too: a result that cannot fit is never shipped to an actor
-                check_fits(*image.colour.shape[:2], (1 if image.is_grey else 3) + (image.alpha is not None),
-                           image.dtype.itemsize, source, max(scale, SCALE))  # fmt: skip
+                check_fits(*image.colour.shape[:2], image.planes, image.dtype.itemsize, source, max(scale, SCALE))
         except (*FAILURES, OSError) as exc:
             return _row(row, started, "failed", error=_renamed(exc, local, source))
     return _row(row, started, image=pickle.dumps(image), replace=prepared.replace)

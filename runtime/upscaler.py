@@ -159,10 +159,9 @@ class Upscaler:
         carried over; then resized to the settings' outscale (runtime/images/outscale.py) unless that is 4.
         An ImageError naming `name` before any work when the result would not fit in memory."""
         choice = self._opened()
-        planes = (1 if image.is_grey else 3) + (image.alpha is not None)
         height, width = image.colour.shape[:2]
         scale = max(self.settings.outscale, SCALE)  # the x4 result, and at most as large the resized one
-        check_fits(height, width, planes, image.dtype.itemsize, name, scale)
+        check_fits(height, width, image.planes, image.dtype.itemsize, name, scale)
         with self._lock:
             run, config = choice.backend.infer, self._config
             rerun = self._rerun_fp32(choice.fallback) if choice.fallback is not None else None

@@ -155,6 +155,11 @@ class Image:
     def is_grey(self) -> bool:
         return self.colour.ndim == 2
 
+    @property
+    def planes(self) -> int:
+        """Samples per pixel: grey or RGB, and alpha."""
+        return (1 if self.is_grey else 3) + (self.alpha is not None)
+
 
 @dataclass
 class _Header:
