@@ -30,13 +30,17 @@ def quality(text: str) -> int:
 
 
 def outscale(text: str) -> float:
-    """An argparse type: a scale above 0 and at most 16 (a usage error, exit 2, otherwise)."""
+    """An argparse type: a scale runtime/images/outscale.py accepts (a usage error, exit 2, otherwise)."""
+    from runtime.images.outscale import check_outscale
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0 < value <= 16:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 16, got {value:g}")
+    try:
+        check_outscale(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 

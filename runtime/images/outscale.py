@@ -17,7 +17,7 @@ from runtime.images.io import Image, scaled_size
 def check_outscale(scale: float) -> None:
     """ValueError unless `scale` is a usable --outscale: above 0, at most 16 (4x the network's own)."""
     if not 0 < scale <= 16:
-        raise ValueError(f"--outscale {scale:g}: must be above 0 and at most 16")
+        raise ValueError(f"must be above 0 and at most 16, got {scale:g}")
 
 
 def resize_result(result: Image, source_width: int, source_height: int, scale: float) -> Image:
