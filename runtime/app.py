@@ -8,7 +8,6 @@ import itertools
 import sys
 from pathlib import Path
 
-from core.descriptor import SCALE
 from core.errors import DeployError, OutputError, one_line
 from runtime.images.io import READABLE, Image
 from runtime.jobs.pipelined import run_pipelined, stderr_stream
@@ -34,8 +33,7 @@ def upscale_video_file(source: Path, output: Path | None, settings: Settings) ->
     from runtime.video import load
 
     video = load(source)
-    if settings.outscale != SCALE:
-        raise DeployError(f"{source}: --outscale {settings.outscale:g}: videos are upscaled x{SCALE} only")
+    video.check_scale(source, settings.outscale)  # before the model loads
     if not source.is_file():
         raise DeployError(f"{source}: no such file")
     target = output

@@ -91,6 +91,12 @@ def _check_target(source: Path, target: Path, overwrite: bool) -> bool:
     return check_output(source, target, overwrite, {source.resolve()}, is_result=is_result)
 
 
+def check_scale(source: Path, outscale: float) -> None:
+    """VideoError unless `outscale` is the network's own x4: frames are not resized."""
+    if outscale != SCALE:
+        raise VideoError(f"{source}: --outscale {outscale:g}: videos are upscaled x{SCALE} only")
+
+
 def is_result(source: Path, target: Path) -> bool:
     """Whether `target` is a complete x4 result of `source`: it decodes, at 4x the source's frame size."""
     size = _frame_size(source)
@@ -258,8 +264,7 @@ def upscale_video(
     from tqdm import tqdm
 
     settings = upscaler.settings
-    if settings.outscale != SCALE:
-        raise VideoError(f"{source}: --outscale {settings.outscale:g}: videos are upscaled x{SCALE} only")
+    check_scale(source, settings.outscale)
     codec, crf, preset = codec or settings.codec, settings.crf if crf is None else crf, preset or settings.preset
     overwrite = settings.overwrite if overwrite is None else overwrite
     source, target = Path(source), Path(target)
