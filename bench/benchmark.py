@@ -137,7 +137,7 @@ def peak_rss(backend: Backend, photo: np.ndarray, config: TileConfig) -> float:
     gc.collect()
     baseline = rss_mb()
     with PeakRSS() as rss, backend:
-        upscale(photo, backend.infer, config)
+        upscale(photo, backend.infer_pixels, config)
     return rss.peak - baseline
 
 
@@ -167,8 +167,8 @@ def main() -> None:
     photos = {}
     for n, b in zip(names, loaded):
         if "training form" not in n:
-            photos[f"{n} whole"] = lambda b=b: upscale(photo, b.infer, whole_config)
-            photos[f"{n} tiled"] = lambda b=b: upscale(photo, b.infer, tiled_config)
+            photos[f"{n} whole"] = lambda b=b: upscale(photo, b.infer_pixels, whole_config)
+            photos[f"{n} tiled"] = lambda b=b: upscale(photo, b.infer_pixels, tiled_config)
     photo_times = round_robin(photos, photo_rounds)
     for b in loaded:
         b.deactivate()

@@ -262,7 +262,7 @@ class References:
         key = (image.shape, config)
         if key not in self._tiled:
             with self._cpu() as ort:
-                self._tiled[key] = upscale(image, ort.infer, config)
+                self._tiled[key] = upscale(image, ort.infer_pixels, config)
         return self._tiled[key]
 
     def shape_matrix(self, label: str, backend: Backend, report: Report) -> None:
@@ -289,7 +289,7 @@ def check_tiles(label: str, backend: Backend, refs: References, report: Report) 
     image = photo_rgb(*MULTI_TILE["shape"])
     config = tile_config(backend.limits, MULTI_TILE["tile"])
     tiles = count_tiles(*image.shape[:2], config)
-    out = upscale(image, backend.infer, config)
+    out = upscale(image, backend.infer_pixels, config)
     result = compare(refs.tiled(image, config) / 255.0, out / 255.0)
     ok = tiles > 1 and result.psnr >= THRESHOLDS.fp16_min_psnr and result.max_abs <= THRESHOLDS.fp16_max_abs + 1 / 255
     report.judge(f"{label} multi-tile", ok, f"{image.shape[1]}x{image.shape[0]} in {tiles} tiles of {config.tile} "
@@ -298,9 +298,9 @@ def check_tiles(label: str, backend: Backend, refs: References, report: Report) 
     big = photo_rgb(THROUGHPUT_SIDE, THROUGHPUT_SIDE)
     config = tile_config(backend.limits)
     tiles = count_tiles(*big.shape[:2], config)
-    upscale(big, backend.infer, config)  # warm: the tile shapes of this image (TensorRT-RTX specialises per shape)
+    upscale(big, backend.infer_pixels, config)  # warm: the tile shapes of this image (TensorRT-RTX specialises per shape)
     start = time.perf_counter()
-    upscale(big, backend.infer, config)
+    upscale(big, backend.infer_pixels, config)
     wall = time.perf_counter() - start
     report.add("PASS", f"{label} throughput", f"{THROUGHPUT_SIDE}x{THROUGHPUT_SIDE} in {tiles} tiles of {config.tile}: "
                f"{1000 * wall / tiles:.1f} ms per tile, {tiles / wall:.2f} tiles/s, "

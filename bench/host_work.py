@@ -1,10 +1,14 @@
-"""Host work per tile: everything the runtime does around the network for one tile (slicing and converting
-the input tile to float32 NCHW, the NaN/Inf check, clamp, scale, round and the HWC uint8 copy into the
-result), measured with an instant stand-in network, so that the figure is what would keep a GPU waiting.
-A 256x256 FP16 tile takes about 3 ms on an RTX GPU: host work above that leaves the GPU idle.
+"""Host work per tile: everything the runtime does in Python around the network for one tile, measured with
+an instant stand-in network, so that the figure is what would keep a GPU waiting. A 256x256 FP16 tile
+takes about 3 ms on an RTX GPU: host work above that leaves the GPU idle.
 
     python -m bench.host_work [--side 2048] [--rounds 5]
 
+Two boundaries (core/boundary.py), side by side:
+- "graph": the 8-bit path of ONNX Runtime, OpenVINO and PyTorch: bytes in and out, the conversion inside
+  the backend (so not here); the host slices tiles and copies each kept rectangle into the result;
+- "host": the float path (16-bit images; TensorRT engines): the host also converts each tile to float32
+  NCHW, and back (NaN/Inf count, scale, clamp, round, interleave).
 Prints the median over rounds of ms per tile for tiles of 256 and of the default 512, on an 8-bit RGB
 image of side x side LR pixels (a real photo, resized). One core is used by numpy here, as on a user's
 machine while the GPU works.
@@ -20,18 +24,32 @@ import cv2
 import numpy as np
 from skimage import data
 
+from core.boundary import from_model, to_model
 from runtime.tiling import TileConfig, count_tiles, upscale
 
 
-def stand_in(outputs: dict[tuple[int, ...], np.ndarray]):
-    """An instant network: returns a preallocated x4 float32 output of the right shape (values in [0, 1])."""
+def graph_stand_in(outputs: dict[tuple[int, ...], np.ndarray]):
+    """An instant network with the boundary in its graph: preallocated x4 uint8 tiles, no NaN."""
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        n, c, h, w = batch.shape
+    def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, h, w, c = tiles.shape
+        key = (n, h * 4, w * 4, c)
+        if key not in outputs:
+            outputs[key] = np.random.default_rng(0).integers(0, 256, key, dtype=np.uint8)
+        return outputs[key].copy(), np.zeros(n, bool)  # a real backend hands back fresh arrays too
+
+    return run
+
+
+def host_stand_in(outputs: dict[tuple[int, ...], np.ndarray]):
+    """An instant float network (values in [0, 1]) with the boundary converted on the host."""
+
+    def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, c, h, w = (batch := to_model(tiles)).shape
         key = (n, c, h * 4, w * 4)
         if key not in outputs:
             outputs[key] = np.random.default_rng(0).random(key, dtype=np.float32)
-        return outputs[key].copy()  # a real backend hands back a fresh array too
+        return from_model(outputs[key].copy(), tiles.dtype)
 
     return run
 
@@ -42,21 +60,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     image = cv2.resize(data.astronaut(), (args.side, args.side), interpolation=cv2.INTER_CUBIC)
-    outputs: dict[tuple[int, ...], np.ndarray] = {}
-    run = stand_in(outputs)
+    runs = {"graph": graph_stand_in({}), "host": host_stand_in({})}
     print(f"{args.side}x{args.side} 8-bit RGB, instant stand-in network, median of {args.rounds} rounds\n")
-    print("| tile budget | tiles | ms of host work per tile |\n|---|---|---|")
+    print("| tile budget | tiles | boundary | ms of host work per tile |\n|---|---|---|---|")
     for tile in (256, 512):
         config = TileConfig(tile=tile)
         tiles = count_tiles(args.side, args.side, config)
-        upscale(image, run, config)  # warm-up: allocations, the stand-in's outputs
-        times = []
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            upscale(image, run, config)
-            times.append(time.perf_counter() - start)
-        print(f"| {tile} | {tiles} | {statistics.median(times) / tiles * 1e3:.2f} |")
-
+        for name, run in runs.items():
+            upscale(image, run, config)  # warm-up: allocations, the stand-in's outputs
+            times = []
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                upscale(image, run, config)
+                times.append(time.perf_counter() - start)
+            print(f"| {tile} | {tiles} | {name} | {statistics.median(times) / tiles * 1e3:.2f} |")
 
 if __name__ == "__main__":
     main()

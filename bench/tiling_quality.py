@@ -23,6 +23,7 @@ import numpy as np
 from skimage import data
 
 from core.artifacts import onnx_file
+from core.boundary import from_model, to_model
 from core.metrics import psnr, y_psnr
 from runtime.backends.onnxruntime import ORTBackend
 from runtime.backends.openvino import OpenVINOBackend
@@ -73,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     backend = OpenVINOBackend(args.onnx)
     backend.activate()
-    run = backend.infer
+    run = backend.infer_pixels
 
     print("| tile | overlap | PSNR tiled vs whole, worst / median (dB) | worst error on cut lines / elsewhere (levels) | time vs whole |")
     print("|---|---|---|---|---|")
@@ -85,13 +86,14 @@ def main() -> None:
         whole_time += time.perf_counter() - start
     rng = np.random.default_rng(0)
 
-    def perturbed(batch: np.ndarray) -> np.ndarray:
+    def perturbed(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = to_model(tiles)
         noise = rng.uniform(-0.5 / 255, 0.5 / 255, batch.shape).astype(np.float32)
-        return run(np.clip(batch + noise, 0, 1))
+        return from_model(backend.infer(np.clip(batch + noise, 0, 1)), tiles.dtype)
 
     fp16 = ORTBackend(args.onnx.with_name(onnx_file("fp16")), "fp16", "cpu")
     fp16.activate()
-    for label, other in (("input +-0.5 grey (whole)", perturbed), ("FP16 graph (whole)", fp16.infer)):
+    for label, other in (("input +-0.5 grey (whole)", perturbed), ("FP16 graph (whole)", fp16.infer_pixels)):
         scores = [psnr(upscale(img, other, WHOLE), wholes[name], 255.0) for name, img in large.items()]
         print(f"| reference: {label} | - | {min(scores):.1f} / {np.median(scores):.1f} | - | - |")
     for tile in (256, 384, 512, 640):

@@ -142,12 +142,12 @@ class Upscaler:
         return per_plane * (2 if image.alpha is not None and needs_network(image.alpha) else 1)
 
     def _rerun_fp32(self, fallback: Backend) -> Run:
-        def rerun(batch: np.ndarray) -> np.ndarray:
+        def rerun(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """The FP32 fallback for NaN/Inf tiles, loaded and self-checked on first use."""
             if not fallback.active:
                 fallback.activate()
                 self_check(fallback, self._model)
-            return fallback.infer(batch)
+            return fallback.infer_pixels(batch)
 
         return rerun
 
@@ -163,7 +163,7 @@ class Upscaler:
         scale = max(self.settings.outscale, SCALE)  # the x4 result, and at most as large the resized one
         check_fits(height, width, image.planes, image.dtype.itemsize, name, scale)
         with self._lock:
-            run, config = choice.backend.infer, self._config
+            run, config = choice.backend.infer_pixels, self._config
             rerun = self._rerun_fp32(choice.fallback) if choice.fallback is not None else None
 
             def grey(plane: np.ndarray) -> np.ndarray:

@@ -10,9 +10,9 @@ from core.metrics import psnr, y_psnr
 from runtime.tiling import TileConfig, plan, split_axis, upscale
 
 
-def nearest(batch: np.ndarray) -> np.ndarray:
-    """A stand-in network whose exact output is known: x4 nearest-neighbour."""
-    return batch.repeat(4, axis=2).repeat(4, axis=3)
+def nearest(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in network whose exact output is known: x4 nearest-neighbour, never NaN."""
+    return tiles.repeat(4, axis=1).repeat(4, axis=2), np.zeros(len(tiles), bool)
 
 
 def expected(image: np.ndarray) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_plan_fills_the_pixel_budget_and_respects_max_side() -> None:
 def test_last_batch_may_be_partial() -> None:
     sizes = []
 
-    def recording(batch: np.ndarray) -> np.ndarray:
+    def recording(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sizes.append(batch.shape[0])
         return nearest(batch)
 
@@ -81,9 +81,9 @@ def test_last_batch_may_be_partial() -> None:
 def test_out_of_memory_halves_the_tile() -> None:
     seen = []
 
-    def small_memory(batch: np.ndarray) -> np.ndarray:
-        seen.append(batch.shape[2])
-        if max(batch.shape[2:]) > 40:
+    def small_memory(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(batch.shape[1])
+        if max(batch.shape[1:3]) > 40:
             raise MemoryError("simulated")
         return nearest(batch)
 
@@ -94,10 +94,12 @@ def test_out_of_memory_halves_the_tile() -> None:
 
 
 def test_nan_tiles_are_rerun_in_fp32_or_fail() -> None:
-    def broken(batch: np.ndarray) -> np.ndarray:
-        out = nearest(batch)
-        out[0, 0, 0, 0] = np.nan
-        return out
+    def broken(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first tile of each batch comes back with garbage pixels and flagged as NaN/Inf."""
+        out, broken = nearest(batch)
+        out[0] = 7
+        broken[0] = True
+        return out, broken
 
     image = np.random.default_rng(2).integers(0, 256, (50, 50, 3), dtype=np.uint8)
     with pytest.warns(UserWarning, match="NaN/Inf; rerunning them in FP32"):
@@ -121,7 +123,7 @@ def network(exported):
     from runtime.backends.openvino import OpenVINOBackend
 
     with OpenVINOBackend(exported[0] / "lsanet_x4_fp32.onnx") as backend:
-        yield backend.infer
+        yield backend.infer_pixels
 
 
 @pytest.mark.slow  # the real network on a 1000x872 photo, twice

@@ -1,7 +1,9 @@
 """The one small interface every backend shares (after Polygraphy's runners).
 
-`activate()` allocates sessions and buffers, `infer(batch)` checks the batch once and calls the
-backend's `infer_impl`, `deactivate()` frees; a backend is also a context manager. Out-of-memory is
+`activate()` allocates sessions and buffers, `infer(batch)` checks a float batch once and calls the
+backend's `infer_impl`, `infer_pixels(tiles)` does the same for integer image tiles through the pixel
+boundary of core/boundary.py (on the host, or in the backend's graph where it overrides `pixels_impl`),
+`deactivate()` frees; a backend is also a context manager. Out-of-memory is
 reported as MemoryError (the tiler then halves its tiles), whatever the backend's own exception was.
 """
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.boundary import from_model, to_model
 from core.descriptor import MIN_SIZE
 from core.errors import BackendError
 
@@ -67,17 +70,32 @@ class Backend(ABC):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Check the batch against the interface and the backend's limits, then run it."""
-        if not self.active:
-            raise BackendError(f"{self.name}: infer() before activate()")
         if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"{self.name}: expected an N x 3 x H x W float32 batch, got {batch.shape} {batch.dtype}")
-        n, _, h, w = batch.shape
+        self._check(*batch.shape[:1], *batch.shape[2:])
+        return self.infer_impl(np.ascontiguousarray(batch))
+
+    def infer_pixels(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """N x H x W x 3 uint8/uint16 image tiles -> (N x 4H x 4W x 3 of the same dtype, N flags: the tile's
+        float output held NaN/Inf, so its pixels are meaningless)."""
+        if tiles.dtype not in (np.uint8, np.uint16) or tiles.ndim != 4 or tiles.shape[3] != 3:
+            raise ValueError(f"{self.name}: expected N x H x W x 3 uint8/uint16 tiles, got {tiles.shape} {tiles.dtype}")
+        self._check(*tiles.shape[:3])
+        return self.pixels_impl(np.ascontiguousarray(tiles))
+
+    def _check(self, n: int, h: int, w: int) -> None:
+        if not self.active:
+            raise BackendError(f"{self.name}: infer() before activate()")
         limits = self.limits
         if min(h, w) < limits.min_side or (limits.max_side is not None and max(h, w) > limits.max_side):
             raise ValueError(f"{self.name}: {h}x{w} is outside the sides this backend accepts ({limits})")
         if limits.max_batch is not None and n > limits.max_batch:
             raise ValueError(f"{self.name}: batch {n} exceeds {limits.max_batch}")
-        return self.infer_impl(np.ascontiguousarray(batch))
+
+    def pixels_impl(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pixel boundary on the host around `infer_impl`; a backend that converts inside its graph
+        overrides this for the tiles it can (8-bit) and calls it for the rest."""
+        return from_model(self.infer_impl(to_model(tiles)), tiles.dtype)
 
     @abstractmethod
     def activate_impl(self) -> None: ...

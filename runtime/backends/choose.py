@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.boundary import from_model, to_model
 from core.canary import canary_input, judge, read_canary
 from core.errors import BackendError, first_line
+from core.thresholds import THRESHOLDS
 from core.vocabulary import BACKENDS
 from runtime.backends.base import Backend
 from runtime.backends.pytorch import TorchBackend
@@ -45,8 +47,24 @@ def self_check(backend: Backend, model: Model) -> None:
         output = backend.infer(inputs)
     except (ValueError, RuntimeError) as exc:  # a graph that is not LSANet's can fail on the canary's shape
         raise BackendError(f"self-check failed: {first_line(exc)}") from None
-    if reason := judge(output, inputs, reference, backend.precision):
+    if reason := judge(output, inputs, reference, backend.precision) or _pixel_path(backend, inputs):
         raise BackendError(f"self-check failed: {reason}")
+
+
+def _pixel_path(backend: Backend, inputs: np.ndarray) -> str | None:
+    """None if the backend's 8-bit path gives what its float path gives for the canary made 8-bit, to
+    THRESHOLDS.pixel_path_levels; else the reason. Catches a pixel boundary that is wrong in the graph."""
+    tiles = np.rint(np.clip(inputs, 0, 1).transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    got, broken = backend.infer_pixels(tiles)
+    want, _ = from_model(backend.infer(to_model(tiles)), np.uint8)
+    if broken.any():
+        return "its 8-bit path found NaN/Inf in its output for the canary"
+    if got.shape != want.shape:
+        return f"its 8-bit path returned shape {got.shape}, its float path {want.shape}"
+    off = int(np.abs(got.astype(np.int16) - want).max())
+    if off > THRESHOLDS.pixel_path_levels:
+        return f"its 8-bit path is up to {off} levels from its float path (at most {THRESHOLDS.pixel_path_levels})"
+    return None
 
 
 def _activate_checked(backend: Backend, model: Model) -> None:

@@ -6,6 +6,9 @@ the CUDA/cuDNN libraries are missing, and the session then silently runs on the 
 23372), so the session's own providers are checked; `preload_dlls()` (ORT >= 1.21) loads CUDA/cuDNN from the
 nvidia-* wheels first; cuDNN's algorithm search is HEURISTIC (the default EXHAUSTIVE re-benchmarks every new
 tile shape) and the arena grows by what is asked (kSameAsRequested), not to the next power of two.
+
+8-bit tiles run through a second session on the same provider: the graph inside core/boundary.py's pixel
+boundary, so bytes cross to the device and back, and the conversion runs there.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.boundary import nonfinite, wrap_onnx
 from core.errors import first_line
 from core.nvidia import cuda_device
 from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
@@ -44,7 +48,7 @@ class ORTBackend(Backend):
         self.requested = device
         self.device = "cuda" if device == "cuda" else "cpu"  # what runs; decided for "auto" at activate()
         self.threads = threads or usable_cores()
-        self._session = None
+        self._session = self._pixels = None
 
     @property
     def precision(self) -> str:
@@ -59,14 +63,21 @@ class ORTBackend(Backend):
         return f"{self.name} {self.device.upper()} ({self.precision})"
 
     def activate_impl(self) -> None:
+        graph, self._session = str(self.onnx_path), None
         if self.requested in ("cuda", "auto"):
             try:
-                self._session, self.device = self._cuda_session(), "cuda"
-                return
+                self._session, self.device = self._cuda_session(graph), "cuda"
             except BackendError:
                 if self.requested == "cuda":
                     raise
-        self._session, self.device = self._cpu_session(), "cpu"
+        if self._session is None:
+            self._session, self.device = self._cpu_session(graph), "cpu"
+        try:
+            wrapped = wrap_onnx(self.onnx_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            self._session = None
+            raise BackendError(f"onnxruntime: cannot add the 8-bit boundary to {self.onnx_path}: {first_line(exc)}") from None
+        self._pixels = self._cuda_session(wrapped) if self.device == "cuda" else self._cpu_session(wrapped)
 
     def _options(self):  # -> ort.SessionOptions
         import onnxruntime as ort
@@ -75,15 +86,15 @@ class ORTBackend(Backend):
         options.intra_op_num_threads = self.threads
         return options
 
-    def _load(self, options, providers: list):  # -> ort.InferenceSession
+    def _load(self, graph: str | bytes, options, providers: list):  # -> ort.InferenceSession
         import onnxruntime as ort
 
         try:
-            return ort.InferenceSession(str(self.onnx_path), options, providers=providers)
+            return ort.InferenceSession(graph, options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
             raise BackendError(f"onnxruntime: cannot load {self.onnx_path}: {first_line(exc)}") from None
 
-    def _cuda_session(self):  # -> ort.InferenceSession
+    def _cuda_session(self, graph: str | bytes):  # -> ort.InferenceSession
         """A session whose every node runs on CUDA, or BackendError saying why not."""
         import onnxruntime as ort
 
@@ -97,7 +108,7 @@ class ORTBackend(Backend):
         # A node CUDA cannot run is an error at load, not a silent copy to the CPU (ORT session config keys).
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         cuda = FP32_CUDA_OPTIONS if self._precision == "fp32" else CUDA_OPTIONS
-        session = self._load(options, [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+        session = self._load(graph, options, [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
         if session.get_providers()[0] != "CUDAExecutionProvider":  # onnxruntime issue 23372: libraries missing
             raise BackendError(
                 "onnxruntime: the CUDA provider did not load (CUDA 12 / cuDNN 9 libraries missing?); the session "
@@ -105,21 +116,31 @@ class ORTBackend(Backend):
             )
         return session
 
-    def _cpu_session(self):  # -> ort.InferenceSession
+    def _cpu_session(self, graph: str | bytes):  # -> ort.InferenceSession
         import onnxruntime as ort
 
         options = self._options()
         # bench/cpu_options.py: BASIC is as fast as EXTENDED here, ALL's layout transforms 1.6x slower.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        return self._load(options, ["CPUExecutionProvider"])
+        return self._load(graph, options, ["CPUExecutionProvider"])
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(self._session, batch)[0]
+
+    def pixels_impl(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if tiles.dtype != np.uint8:
+            return super().pixels_impl(tiles)
+        pixels, checksums = self._run(self._pixels, tiles)
+        return pixels, nonfinite(checksums)
+
+    @staticmethod
+    def _run(session, feed: np.ndarray) -> list[np.ndarray]:
         try:
-            return self._session.run(None, {self._session.get_inputs()[0].name: batch})[0]
+            return session.run(None, {session.get_inputs()[0].name: feed})
         except Exception as exc:  # out-of-memory arrives as a generic runtime failure with this text
             if "Failed to allocate memory" in str(exc) or "out of memory" in str(exc).lower():
                 raise BackendOutOfMemory(first_line(exc)) from None
             raise
 
     def deactivate_impl(self) -> None:
-        self._session = None
+        self._session = self._pixels = None

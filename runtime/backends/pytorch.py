@@ -6,14 +6,20 @@ On CUDA it follows PyTorch's performance guidance for convolutional networks: ch
 format, `torch.inference_mode()`, FP16 weights and inputs for FP16. FP32 means FP32: TF32 (on by default
 for cuDNN convolutions on Ampere and newer) is switched off, since it moves the canary by about 4e-3
 against its 1e-4 FP32 bound (tensorrt-notes); that switch is process-wide, as PyTorch's flags are.
+
+8-bit tiles cross to the device as bytes and come back as bytes: core/boundary.py's conversion, written in
+torch operations, runs on the device (the same float32 operations in the same order as on the host).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from core.boundary import nonfinite
 from core.errors import first_line
 from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
 
@@ -67,14 +73,31 @@ class TorchBackend(Backend):
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
+        with torch.inference_mode(), self._out_of_memory():
+            return self._forward(torch.from_numpy(batch).to(self.device)).cpu().numpy()
+
+    def pixels_impl(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if tiles.dtype != np.uint8:
+            return super().pixels_impl(tiles)
+        torch = self._torch
+        with torch.inference_mode(), self._out_of_memory():
+            x = torch.from_numpy(tiles).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            y = self._forward(x)
+            checksums = y.sum(dim=(1, 2, 3))
+            pixels = y.mul_(255.0).clamp_(0.0, 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+            return pixels.contiguous().cpu().numpy(), nonfinite(checksums.cpu().numpy())
+
+    def _forward(self, x):  # torch.Tensor -> torch.Tensor, float32 N x 3 x 4H x 4W
+        if self.device != "cuda":
+            return self._model(x.contiguous()).float()
+        x = x.contiguous(memory_format=self._torch.channels_last)
+        return self._model(x.half() if self._precision == "fp16" else x).float()
+
+    @contextlib.contextmanager
+    def _out_of_memory(self) -> Iterator[None]:
         try:
-            with torch.inference_mode():
-                x = torch.from_numpy(batch).to(self.device)
-                if self.device == "cuda":
-                    x = x.to(memory_format=torch.channels_last)
-                    x = x.half() if self._precision == "fp16" else x
-                return self._model(x).float().cpu().numpy()
-        except torch.OutOfMemoryError as exc:
+            yield
+        except self._torch.OutOfMemoryError as exc:
             raise BackendOutOfMemory(first_line(exc)) from None
 
     def deactivate_impl(self) -> None:
