@@ -41,17 +41,18 @@ def from_model(output: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndar
 
     dtype = np.dtype(dtype)
     peak = float(np.iinfo(dtype).max)
+    tiles = np.empty((output.shape[0], *output.shape[2:], 3), dtype)
+    # NaN/Inf may overflow the sum and cannot be cast: expected here, and said by the flags.
     with np.errstate(over="ignore", invalid="ignore"):
         broken = nonfinite(output.sum(axis=(1, 2, 3), dtype=np.float32))
-    tiles = np.empty((output.shape[0], *output.shape[2:], 3), dtype)
-    for i, planes in enumerate(output):
-        # Interleave first (OpenCV's merge: 2.6x faster than a strided transpose, bench/host_work.py), then
-        # scale, clamp and round in place: clip(x, 0, 1) * peak == clip(x * peak, 0, peak) bit for bit.
-        hwc = cv2.merge([planes[0], planes[1], planes[2]])
-        hwc *= peak
-        np.clip(hwc, 0.0, peak, out=hwc)
-        np.rint(hwc, out=hwc)
-        tiles[i] = hwc
+        for i, planes in enumerate(output):
+            # Interleave first (OpenCV's merge: 2.6x faster than a strided transpose, bench/host_work.py),
+            # then scale, clamp and round in place: clip(x, 0, 1) * peak == clip(x * peak, 0, peak) bit for bit.
+            hwc = cv2.merge([planes[0], planes[1], planes[2]])
+            hwc *= peak
+            np.clip(hwc, 0.0, peak, out=hwc)
+            np.rint(hwc, out=hwc)
+            tiles[i] = hwc
     return tiles, broken
 
 

@@ -7,8 +7,10 @@ the CUDA/cuDNN libraries are missing, and the session then silently runs on the 
 nvidia-* wheels first; cuDNN's algorithm search is HEURISTIC (the default EXHAUSTIVE re-benchmarks every new
 tile shape) and the arena grows by what is asked (kSameAsRequested), not to the next power of two.
 
-8-bit tiles run through a second session on the same provider: the graph inside core/boundary.py's pixel
-boundary, so bytes cross to the device and back, and the conversion runs there.
+On CUDA, 8-bit tiles run through a second session: the graph inside core/boundary.py's pixel boundary, so
+bytes cross to the GPU and back and the conversion runs there, not in Python while the GPU waits. On the
+CPU the host converts: the graph's boundary measured no faster there (bench/pixel_boundary.py), and
+building it imports the onnx package, 0.4 s of start-up.
 """
 
 from __future__ import annotations
@@ -37,17 +39,22 @@ def cuda_provider_available() -> bool:
 
 class ORTBackend(Backend):
     """`device` "cuda", "cpu", or "auto": CUDA where it loads whole at activate(), else the CPU (the FP32
-    rerun of NaN tiles uses auto, so it runs wherever ONNX Runtime can)."""
+    rerun of NaN tiles uses auto, so it runs wherever ONNX Runtime can). `graph_boundary`: convert 8-bit
+    tiles in the graph; None means on CUDA only (True lets the tests run the CUDA path's graph on a CPU)."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, precision: str = "fp32", device: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self, onnx_path: Path, precision: str = "fp32", device: str = "auto", threads: int | None = None,
+        graph_boundary: bool | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.onnx_path = Path(onnx_path)
         self._precision = precision
         self.requested = device
         self.device = "cuda" if device == "cuda" else "cpu"  # what runs; decided for "auto" at activate()
         self.threads = threads or usable_cores()
+        self.graph_boundary = graph_boundary
         self._session = self._pixels = None
 
     @property
@@ -63,7 +70,7 @@ class ORTBackend(Backend):
         return f"{self.name} {self.device.upper()} ({self.precision})"
 
     def activate_impl(self) -> None:
-        graph, self._session = str(self.onnx_path), None
+        graph, self._session, self._pixels = str(self.onnx_path), None, None
         if self.requested in ("cuda", "auto"):
             try:
                 self._session, self.device = self._cuda_session(graph), "cuda"
@@ -72,6 +79,8 @@ class ORTBackend(Backend):
                     raise
         if self._session is None:
             self._session, self.device = self._cpu_session(graph), "cpu"
+        if not (self.device == "cuda" if self.graph_boundary is None else self.graph_boundary):
+            return
         try:
             wrapped = wrap_onnx(self.onnx_path.read_bytes())
         except (OSError, ValueError) as exc:
@@ -128,7 +137,7 @@ class ORTBackend(Backend):
         return self._run(self._session, batch)[0]
 
     def pixels_impl(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if tiles.dtype != np.uint8:
+        if tiles.dtype != np.uint8 or self._pixels is None:
             return super().pixels_impl(tiles)
         pixels, checksums = self._run(self._pixels, tiles)
         return pixels, nonfinite(checksums)

@@ -5,10 +5,6 @@ or AMX) OpenVINO otherwise silently computes in bfloat16, which moved outputs by
 "fp32" is the default; "bf16" is an opt-in for those CPUs (faster, less exact: BENCHMARKS.md) and is refused
 where the CPU lacks it, since OpenVINO would quietly run FP32 and the label would lie.
 
-8-bit tiles run through a second compiled model, the same graph inside core/boundary.py's pixel boundary:
-bytes in and out, the conversion in OpenVINO's threads. Not in bf16: OpenVINO would compute the boundary's
-x255 in bfloat16 too (off by up to 8 levels, measured), so bf16 converts on the host.
-
 Compiled models are cached in the user cache (OpenVINO's CACHE_DIR: it keys blobs by the graph's content,
 the device and the configuration), which halves compile time after the first run; a cache folder that cannot
 be created just means no cache. Every load is still self-checked against the canary by runtime/model/source.py.
@@ -21,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from core.boundary import nonfinite, wrap_onnx
 from core.errors import first_line
 from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
 from runtime.cores import usable_cores
@@ -59,7 +54,7 @@ class OpenVINOBackend(Backend):
         self._precision = precision
         self.threads = threads or usable_cores()
         self.cache = cache
-        self._request = self._compiled = self._pixels = None
+        self._request = self._compiled = None
 
     @property
     def precision(self) -> str:
@@ -82,44 +77,27 @@ class OpenVINOBackend(Backend):
             config["CACHE_DIR"] = str(folder)
         try:
             compiled = core.compile_model(str(self.onnx_path), "CPU", config)
-            pixels = None
-            if self._precision == "fp32":
-                graph = core.read_model(wrap_onnx(self.onnx_path.read_bytes()))
-                pixels = core.compile_model(graph, "CPU", config).create_infer_request()
-        except (RuntimeError, OSError, ValueError) as exc:  # ValueError: wrap_onnx's, for a graph it cannot wrap
+        except RuntimeError as exc:
             raise BackendError(f"openvino: cannot compile {self.onnx_path}: {first_line(exc)}") from None
         used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if used != PRECISIONS[self._precision]:
             raise BackendError(f"openvino: asked for {self._precision}, the CPU plugin computes in {used}")
-        self._compiled, self._pixels = compiled, pixels
+        self._compiled = compiled
         self._request = compiled.create_infer_request()
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        return self._run(lambda: self._request.infer({0: batch})[0].copy())
-
-    def pixels_impl(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if tiles.dtype != np.uint8 or self._precision != "fp32":
-            return super().pixels_impl(tiles)
-
-        def run() -> tuple[np.ndarray, np.ndarray]:
-            result = self._pixels.infer({0: tiles})
-            return result[0].copy(), nonfinite(result[1])
-
-        return self._run(run)
-
-    def _run(self, infer):  # -> what `infer` returns
-        if self._request is None:  # after an out-of-memory: the models compiled again, from the model cache
+        if self._request is None:  # after an out-of-memory: the model compiled again, from the model cache
             self.activate_impl()
         try:
-            return infer()
+            return self._request.infer({0: batch})[0].copy()
         except RuntimeError as exc:
             if "memory" in str(exc).lower() or "alloc" in str(exc).lower():
                 # A request whose allocation failed stays broken, and the compiled model keeps the memory it
                 # grew to for the failed shape: both are let go, so that the next pass (the tiler's smaller
-                # tile) starts from models compiled again, not from what the failure left.
-                self._request = self._compiled = self._pixels = None
+                # tile) starts from a model compiled again, not from what the failure left.
+                self._request = self._compiled = None
                 raise BackendOutOfMemory(first_line(exc)) from None
             raise
 
     def deactivate_impl(self) -> None:
-        self._request = self._compiled = self._pixels = None
+        self._request = self._compiled = None
