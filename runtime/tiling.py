@@ -30,7 +30,8 @@ class TileConfig:
     """`tile`: one pass holds at most tile x tile LR pixels (the memory budget; an image that fits runs
     whole); `max_side`: the longest side a pass may have (a TensorRT profile's limit; None = any);
     `overlap`: LR pixels of context each tile gets beyond what it keeps; `align`: tile origins fall on its
-    multiples. Tiles are of equal shape within an image."""
+    multiples; `fixed`: every tile is tile x tile (max_side at most), the image padded up where it is
+    smaller, so that all images run one input shape. Tiles are of equal shape within an image."""
 
     tile: int = 512
     overlap: int = 16
@@ -39,6 +40,7 @@ class TileConfig:
     max_side: int | None = None
     align: int = LSANET.align
     scale: int = LSANET.scale
+    fixed: bool = False
 
     def __post_init__(self) -> None:
         if self.overlap < 0 or self.batch < 1:
@@ -81,12 +83,13 @@ def tile_length(length: int, count: int, overlap: int, align: int = 1) -> int:
     return -(-(length + (count - 1) * (2 * overlap + align)) // count)
 
 
-def split_axis(length: int, count: int, overlap: int, align: int = 1) -> Axis:
+def split_axis(length: int, count: int, overlap: int, align: int = 1, tile: int | None = None) -> Axis:
     """`count` equal tiles over `length`, origins on multiples of `align` (the axis is padded at its end so
-    that the last one is too); each tile keeps what lies between the midpoints of its overlaps."""
-    tile = tile_length(length, count, overlap, align)
+    that the last one is too); each tile keeps what lies between the midpoints of its overlaps. `tile`: a
+    longer tile than the shortest that would do (a fixed shape), the axis padded up to it if shorter."""
+    tile = max(tile or 0, tile_length(length, count, overlap, align))
     if count == 1:
-        return Axis(length, tile, [Span(0, 0, length)])
+        return Axis(tile, tile, [Span(0, 0, tile)])
     padded = length + (-(length - tile)) % align
     last = padded - tile
     starts = [i * last // (count - 1) // align * align for i in range(count - 1)] + [last]
@@ -127,6 +130,12 @@ def plan(height: int, width: int, config: TileConfig) -> Plan:
     """How an image of height x width LR pixels is padded and cut: of all grids whose tiles hold at most
     tile x tile pixels and max_side per side, the one that runs the fewest pixels (then the fewest tiles)."""
     height, width = max(height, config.min_side), max(width, config.min_side)
+    if config.fixed:
+        side = min(config.tile, config.max_side or config.tile)
+        rows, cols = (_fewest(n, side, config.overlap, config.align) for n in (height, width))
+        ys = split_axis(height, rows, config.overlap, config.align, side)
+        xs = split_axis(width, cols, config.overlap, config.align, side)
+        return Plan(ys.length, xs.length, ys.tile, xs.tile, [Tile(y, x) for y in ys.spans for x in xs.spans])
     budget, side = config.tile * config.tile, config.max_side or max(height, width)
     best: tuple[int, int, int, int] | None = None
     for rows in range(1, height + 1):

@@ -37,22 +37,33 @@ from runtime.model.source import Model, resolve_model
 from runtime.settings import Settings
 from runtime.tiling import Run, TileConfig, count_tiles, upscale
 
+# Tiles per pass for a fixed-shape backend that takes batches (a TensorRT engine's profile allows up to its
+# max batch): more work per call from Python, while a pass of 512x512 tiles stays near 1 GB of FP16
+# activations (the six block outputs the final 1x1 reads, 36 channels each, are about 0.2 GB per tile).
+# Not yet measured on a GPU: bench/gpu_check.py's throughput line reports the tiles per second it gives.
+FIXED_BATCH = 4
+
 
 def tile_config(limits: Limits, tile: int | None = None, overlap: int | None = None) -> TileConfig:
     """Tiling within a backend's limits: defaults measured in BENCHMARKS.md, capped by what it accepts.
 
     `tile` 0 means as few passes as memory allows: the largest pass that fits the memory available now
     (runtime/memory.py), the whole image where it fits, and never a pass the backend does not accept.
+    A backend that runs best on one shape (a GPU's) gets tiles of exactly the tile size, FIXED_BATCH at a
+    time where it takes batches, unless `tile` is 0 (padding every image up to the memory's limit would cost
+    more than a new shape).
     """
     default = TileConfig()
     side = default.tile if tile is None else (tile or whole_image_side())
+    fixed = limits.fixed_shape and tile != 0
     try:
         return TileConfig(
             tile=min(side, limits.max_side or side),
             overlap=default.overlap if overlap is None else overlap,
-            batch=min(limits.max_batch or 1, default.batch),
+            batch=min(limits.max_batch or FIXED_BATCH, FIXED_BATCH) if fixed else default.batch,
             min_side=limits.min_side,
             max_side=limits.max_side,
+            fixed=fixed,
         )
     except ValueError as exc:
         raise DeployError(f"--tile/--overlap: {exc}") from None

@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from core.metrics import psnr, y_psnr
-from runtime.tiling import TileConfig, plan, split_axis, upscale
+from runtime.tiling import TileConfig, plan, split_axis, tile_length, upscale
 
 
 def nearest(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,3 +149,37 @@ def test_small_tiles_lose_at_most_0_02_db_against_ground_truth(network, set5, ph
     for name, lr, hr in set5 + photos:
         whole = y_psnr(upscale(lr, network, TileConfig(tile=10**6)), hr)
         assert whole - y_psnr(upscale(lr, network, config), hr) <= 0.02, name
+
+
+FIXED = [(15, 15), (1, 37), (200, 90), (129, 257), (700, 513), (40, 2049)]
+
+
+@pytest.mark.parametrize("shape", FIXED, ids=[f"{h}x{w}" for h, w in FIXED])
+def test_fixed_tiles_are_one_shape_and_still_stitch_exactly(shape: tuple[int, int]) -> None:
+    """A GPU backend's tiles: every one exactly tile x tile, small images padded up, output still exact."""
+    config = TileConfig(tile=96, overlap=8, batch=3, fixed=True)
+    shapes = set()
+
+    def recording(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shapes.add(batch.shape[1:3])
+        return nearest(batch)
+
+    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    assert np.array_equal(upscale(image, recording, config), expected(image))
+    assert shapes == {(96, 96)}
+    layout = plan(*shape, config)
+    rows, cols = len({t.y.start for t in layout.tiles}), len({t.x.start for t in layout.tiles})
+    for length, count in ((max(shape[0], 15), rows), (max(shape[1], 15), cols)):
+        assert count == 1 or tile_length(length, count - 1, 8, 6) > 96  # the fewest tiles of 96 that cover it
+
+
+def test_a_fixed_shape_backend_gets_fixed_batched_tiles_unless_tile_is_0() -> None:
+    from runtime.backends.base import Limits
+    from runtime.upscaler import FIXED_BATCH, tile_config
+
+    gpu = tile_config(Limits(fixed_shape=True))
+    assert gpu.fixed and gpu.batch == FIXED_BATCH
+    assert tile_config(Limits(fixed_shape=True, max_batch=2)).batch == 2
+    assert not tile_config(Limits(fixed_shape=True), tile=0).fixed
+    cpu = tile_config(Limits())
+    assert not cpu.fixed and cpu.batch == 1

@@ -25,11 +25,14 @@ class BackendOutOfMemory(MemoryError):
 
 @dataclass(frozen=True)
 class Limits:
-    """The input shapes a backend accepts: sides in [min_side, max_side], batch up to max_batch."""
+    """The input shapes a backend accepts: sides in [min_side, max_side], batch up to max_batch; `fixed_shape`:
+    it runs best on one shape (TensorRT specialises kernels per input shape, a CUDA graph replays one), so
+    the tiler pads every tile to one square size."""
 
     min_side: int = MIN_SIZE
     max_side: int | None = None
     max_batch: int | None = None
+    fixed_shape: bool = False
 
 
 class Backend(ABC):

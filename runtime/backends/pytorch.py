@@ -21,7 +21,7 @@ import numpy as np
 
 from core.boundary import nonfinite
 from core.errors import first_line
-from runtime.backends.base import Backend, BackendError, BackendOutOfMemory
+from runtime.backends.base import Backend, BackendError, BackendOutOfMemory, Limits
 
 
 class TorchBackend(Backend):
@@ -44,6 +44,10 @@ class TorchBackend(Backend):
     @property
     def precision(self) -> str:
         return self._precision
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(fixed_shape=self.device == "cuda")  # cuDNN picks its algorithms per input shape
 
     def describe(self) -> str:
         return f"{self.name} {self.device.upper()} ({self._precision})"

@@ -123,7 +123,7 @@ class TensorRTBackend(Backend):
             (_, _, h0, w0), (n1, _, h1, w1) = (tuple(map(int, profile[k])) for k in ("min", "max"))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise BackendError(f"{self.engine_path}: its sidecar's profile is malformed; {REBUILD}") from None
-        self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1)
+        self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1, fixed_shape=True)
         self._trt = self._cudart = None
         self._runtime = self._engine = self._runtime_config = self._runtime_cache = self._context = None
         self._stream = self._host_in = self._host_out = self._device_in = self._device_out = None
