@@ -63,6 +63,9 @@ def rcb_kernel(rcb: RCB) -> Kernel:
 def fuse(model: LSANet) -> LSANet:
     """Return a new deployed-form LSANet equivalent to `model`; the input network is left unchanged.
 
+    Its RCBs are single 3x3 convs, and its c1 sums one 1x1 conv per block output instead of convolving their
+    Concat (export.model.MergeConv): the same weights, so c1 needs no fusion.
+
     A deployed-form input gives an equal copy.
     """
     if model.deploy:

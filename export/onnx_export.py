@@ -3,6 +3,8 @@
 Opset 18: the dynamo exporter's native opset (no version-conversion pass), inside the 17-20 range that
 TensorRT 10/11, TensorRT-RTX and ONNX Runtime support for every op used here (Pad-18 reflect, Resize-18,
 DepthToSpace, Erf). Opset 20's Gelu op buys nothing: both ONNX Runtime and TensorRT fuse the Erf pattern.
+The deployed c1 traces as six Conv nodes and their Adds, with no Concat of the block outputs (MergeConv in
+export/model.py); its weight slices fold into initializers.
 """
 
 from __future__ import annotations
