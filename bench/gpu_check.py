@@ -527,16 +527,16 @@ def check_fp32_rerun(folder: Path, report: Report) -> None:
                        "error (runtime/backends/choose.py _fallback)")  # fmt: skip
             return
         clean = up(image)
-        real, calls = backend.infer, []
+        real, calls = backend.infer_pixels, []
 
-        def poisoned(batch: np.ndarray) -> np.ndarray:
-            out = real(batch)
-            if not calls:
-                out[0, 0, 0, 0] = np.nan
-            calls.append(len(batch))
-            return out
+        def poisoned(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out, broken = real(tiles)
+            if not calls:  # the first tile's output held NaN: garbage pixels, flagged
+                out[0], broken[0] = 0, True
+            calls.append(len(tiles))
+            return out, broken
 
-        backend.infer = poisoned  # what upscale_image runs: choice.backend.infer
+        backend.infer_pixels = poisoned  # what upscale_image runs: choice.backend.infer_pixels
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -544,7 +544,7 @@ def check_fp32_rerun(folder: Path, report: Report) -> None:
                 rerun = up(image)
                 wall = time.perf_counter() - start
         finally:
-            del backend.infer
+            del backend.infer_pixels
         said = [str(w.message) for w in caught if "FP32" in str(w.message)]
         off = int(np.abs(rerun.astype(int) - clean.astype(int)).max())
         tiles = count_tiles(*image.shape[:2], up.config)
