@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -117,6 +118,15 @@ def candidates(ckpt: Path, engines: Path) -> list[Backend]:
             backends.append(TensorRTBackend(engine, fp32))
         backends.append(ORTBackend(fp16, "fp16", "cuda"))
     return backends
+
+
+def cpu_name() -> str:
+    """The host CPU as lscpu names it (CPU figures differ between hosts: each is quoted with its CPU)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
 
 
 def round_robin(tasks: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:

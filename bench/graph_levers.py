@@ -21,7 +21,6 @@ import argparse
 import copy
 import random
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from skimage import data
 from torch import nn
 
+from bench.benchmark import cpu_name
 from bench.openvino_profile import NodeClock, mean_ms
 from export.checkpoint import load_checkpoint
 from export.model import ESB, LSANet
@@ -76,12 +76,6 @@ def slice_pads(model: LSANet) -> LSANet:
 def variants(deployed: LSANet) -> dict[str, LSANet]:
     """Name -> model; the first is the baseline of the ratios."""
     return {"concat-c1": concat_c1(deployed), "split-c1": deployed, "split-c1-slice-pad": slice_pads(deployed)}
-
-
-def cpu_name() -> str:
-    """The host CPU as lscpu names it."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
 
 
 def tile(size: int) -> np.ndarray:

@@ -13,41 +13,17 @@ tile of each path, the speed-up, and how far apart the two paths' bytes are.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from skimage import data
 
+from bench.benchmark import cpu_name, round_robin
 from core.boundary import nonfinite, wrap_onnx
 from runtime.backends.onnxruntime import ORTBackend
 from runtime.backends.openvino import OpenVINOBackend
 from runtime.cores import usable_cores
-
-
-def cpu_name() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
-def interleaved(tasks: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each task, run in turn `rounds` times after one warm-up round."""
-    for task in tasks.values():
-        task()
-    times: dict[str, list[float]] = {name: [] for name in tasks}
-    for _ in range(rounds):
-        for name, task in tasks.items():
-            start = time.perf_counter()
-            task()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -69,7 +45,7 @@ def main() -> None:
             run_graph = graph.infer_pixels if name.startswith("onnxruntime") else openvino_wrapped(fp32)
             for side in (256, 512):
                 tiles = np.ascontiguousarray(photo[:side, :side][None])
-                times = interleaved({"host": lambda: host.infer_pixels(tiles), "graph": lambda: run_graph(tiles)}, args.rounds)
+                times = round_robin({"host": lambda: host.infer_pixels(tiles), "graph": lambda: run_graph(tiles)}, args.rounds)
                 off = np.abs(run_graph(tiles)[0].astype(int) - host.infer_pixels(tiles)[0])
                 print(f"| {name} | {side} | {times['host'] * 1e3:.1f} | {times['graph'] * 1e3:.1f} | "
                       f"{times['host'] / times['graph']:.2f}x | {off.max()}, {np.count_nonzero(off)} |")  # fmt: skip
