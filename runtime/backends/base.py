@@ -51,6 +51,12 @@ class Backend(ABC):
     def precision(self) -> str:
         return "fp32"
 
+    @property
+    def converts_pixels(self) -> bool:
+        """Whether 8-bit tiles are converted by the backend itself (in its graph or on its device) rather
+        than by the host form around `infer_impl`."""
+        return False
+
     def describe(self) -> str:
         return f"{self.name} ({self.precision})"
 

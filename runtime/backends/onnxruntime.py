@@ -66,6 +66,10 @@ class ORTBackend(Backend):
         """The execution providers the session really uses, first the one that runs (empty before activate())."""
         return self._session.get_providers() if self._session is not None else []
 
+    @property
+    def converts_pixels(self) -> bool:
+        return self._pixels is not None
+
     def describe(self) -> str:
         return f"{self.name} {self.device.upper()} ({self.precision})"
 
@@ -137,7 +141,7 @@ class ORTBackend(Backend):
         return self._run(self._session, batch)[0]
 
     def pixels_impl(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if tiles.dtype != np.uint8 or self._pixels is None:
+        if tiles.dtype != np.uint8 or not self.converts_pixels:
             return super().pixels_impl(tiles)
         pixels, checksums = self._run(self._pixels, tiles)
         return pixels, nonfinite(checksums)

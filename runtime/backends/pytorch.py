@@ -46,6 +46,10 @@ class TorchBackend(Backend):
         return self._precision
 
     @property
+    def converts_pixels(self) -> bool:
+        return True
+
+    @property
     def limits(self) -> Limits:
         return Limits(fixed_shape=self.device == "cuda")  # cuDNN picks its algorithms per input shape
 
