@@ -4,11 +4,13 @@ takes about 3 ms on an RTX GPU: host work above that leaves the GPU idle.
 
     python -m bench.host_work [--side 2048] [--rounds 5]
 
-Two boundaries (core/boundary.py), side by side:
-- "graph": the 8-bit path of ONNX Runtime, OpenVINO and PyTorch: bytes in and out, the conversion inside
-  the backend (so not here); the host slices tiles and copies each kept rectangle into the result;
-- "host": the float path (16-bit images; TensorRT engines): the host also converts each tile to float32
-  NCHW, and back (NaN/Inf count, scale, clamp, round, interleave).
+Three boundaries (core/boundary.py), side by side:
+- "graph": the 8-bit path of ONNX Runtime CUDA and PyTorch: bytes in and out, the conversion inside the
+  backend (so not here); the host slices tiles and copies each kept rectangle into the result;
+- "engine": a TensorRT engine with pixel outputs: the host writes the float32 NCHW input into a reused
+  buffer (the pinned one), bytes come back;
+- "host": the float path (16-bit images, the CPU backends, engines of earlier exports): the host also
+  converts each tile to float32 NCHW, and back (NaN/Inf count, scale, clamp, round, interleave).
 Prints the median over rounds of ms per tile for tiles of 256 and of the default 512, on an 8-bit RGB
 image of side x side LR pixels (a real photo, resized). One core is used by numpy here, as on a user's
 machine while the GPU works.
@@ -41,6 +43,20 @@ def graph_stand_in(outputs: dict[tuple[int, ...], np.ndarray]):
     return run
 
 
+def engine_stand_in(outputs: dict[tuple[int, ...], np.ndarray]):
+    """An instant engine with pixel outputs: float input written by the host into a reused buffer, x4 uint8
+    tiles back, no NaN."""
+    inputs: dict[tuple[int, ...], np.ndarray] = {}
+    graph = graph_stand_in(outputs)
+
+    def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, h, w, _ = tiles.shape
+        to_model(tiles, out=inputs.setdefault((n, h, w), np.empty((n, 3, h, w), np.float32)))
+        return graph(tiles)
+
+    return run
+
+
 def host_stand_in(outputs: dict[tuple[int, ...], np.ndarray]):
     """An instant float network (values in [0, 1]) with the boundary converted on the host."""
 
@@ -60,7 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     image = cv2.resize(data.astronaut(), (args.side, args.side), interpolation=cv2.INTER_CUBIC)
-    runs = {"graph": graph_stand_in({}), "host": host_stand_in({})}
+    runs = {"graph": graph_stand_in({}), "engine": engine_stand_in({}), "host": host_stand_in({})}
     print(f"{args.side}x{args.side} 8-bit RGB, instant stand-in network, median of {args.rounds} rounds\n")
     print("| tile budget | tiles | boundary | ms of host work per tile |\n|---|---|---|---|")
     for tile in (256, 512):

@@ -3,11 +3,12 @@ float output, so that NaN/Inf (an FP16 overflow) is still seen after the cast to
 
 The network itself takes N x 3 x H x W float32 in [0, 1] and returns N x 3 x 4H x 4W float32, unclamped. The
 boundary around it is defined once, here, in two forms that give the same bytes:
-- `to_model` / `from_model`: on the host, in numpy (16-bit images, and backends that cannot convert in
-  their graph, such as a TensorRT engine);
-- `wrap_onnx`: the same operations as ONNX nodes around an exported graph (ONNX Runtime and OpenVINO run it,
-  so 8-bit tiles cross into the backend as bytes and the conversion runs in its threads, not in Python).
-In: x / peak (float32 division). Out: x * peak, clamped to [0, peak], rounded half to even, cast; the count
+- `to_model` / `from_model`: on the host, in numpy (16-bit images, the CPU backends, where converting in
+  the graph does not pay: BENCHMARKS.md; `to_model` also feeds a TensorRT engine);
+- `wrap_onnx`: the same operations as ONNX nodes around an exported graph (ONNX Runtime CUDA runs it, so
+  8-bit tiles cross into the backend as bytes and the conversion runs on the device, not in Python; a
+  TensorRT engine is built with its output side, so only bytes come back).
+In: x / peak (float32 division). Out: x * peak, clamped to [0, peak], rounded half to even, cast.
 Check: the sum of each tile's float output, which is not finite exactly when the output holds NaN or Inf
 (one reduction instead of an element-wise test: a sum of finite values overflows only for values above
 1e31, which are garbage too). Same order, same float32 operations: bench/host_work.py and
@@ -25,10 +26,11 @@ PIXELS_OUT = "sr_pixels"  # N x 4H x 4W x 3 uint8
 CHECKSUM = "sr_sum"  # N float32: the sum of each tile's float output
 
 
-def to_model(tiles: np.ndarray) -> np.ndarray:
-    """N x H x W x 3 uint8/uint16 -> the network's N x 3 x H x W float32 in [0, 1]."""
+def to_model(tiles: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """N x H x W x 3 uint8/uint16 -> the network's N x 3 x H x W float32 in [0, 1], written into `out` when
+    given (a backend's pinned input buffer: no copy after)."""
     peak = float(np.iinfo(tiles.dtype).max)
-    batch = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), np.float32)
+    batch = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), np.float32) if out is None else out
     # Computed as float32(x / peak), the same value as the graph's float32 division (tests/test_boundary.py).
     np.multiply(tiles.transpose(0, 3, 1, 2), 1.0 / peak, out=batch, casting="unsafe")
     return batch
@@ -61,10 +63,16 @@ def nonfinite(checksums: np.ndarray) -> np.ndarray:
     return ~np.isfinite(checksums)
 
 
-def wrap_onnx(model: bytes) -> bytes:
+def wrap_onnx(model: bytes, keep_float: bool = False) -> bytes:
     """An exported LSANet graph (FP32 or FP16 inside; one float32 N x 3 x H x W input, one output) with the 8-bit boundary
     around it: `lr_pixels` uint8 in, `sr_pixels` uint8 and `sr_sum` out. Built in memory at load time, so
     any graph the runtime accepts (an export, a bare --onnx) gets it. Needs the onnx package.
+
+    `keep_float`: only the output side; the float input and output stay, the pixel outputs are added beside
+    them. A TensorRT engine is built from that form: one engine (one kernel compilation on the user's GPU)
+    then serves the float path (16-bit images, the self-check) and the 8-bit one, whose output, 16x the
+    input, is what costs on the host. TensorRT allows uint8 only at the network's edge, so the cast to
+    uint8 is the last node.
 
     Outputs: `sr_pixels` N x 4H x 4W x 3 uint8, `sr_sum` N float32 (pass it to `nonfinite`)."""
     import onnx
@@ -101,15 +109,16 @@ def wrap_onnx(model: bytes) -> bytes:
         node("Mul", [result, peak], ["boundary/out_scaled"], name="boundary/out_mul"),
         node("Clip", ["boundary/out_scaled", zero, peak], ["boundary/out_clipped"], name="boundary/out_clip"),
         node("Round", ["boundary/out_clipped"], ["boundary/out_rounded"], name="boundary/out_round"),
-        node("Cast", ["boundary/out_rounded"], ["boundary/out_u8"], to=TensorProto.UINT8, name="boundary/out_cast"),
-        node("Transpose", ["boundary/out_u8"], [PIXELS_OUT], perm=[0, 2, 3, 1], name="boundary/out_nhwc"),
+        node("Transpose", ["boundary/out_rounded"], ["boundary/out_nhwc"], perm=[0, 2, 3, 1], name="boundary/out_nhwc"),
+        node("Cast", ["boundary/out_nhwc"], [PIXELS_OUT], to=TensorProto.UINT8, name="boundary/out_cast"),
     ]
-    nodes = [*before, *graph.node, *after]
+    nodes = [*([] if keep_float else before), *graph.node, *after]
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.input.remove(source)
-    graph.input.append(helper.make_tensor_value_info(PIXELS_IN, TensorProto.UINT8, [batch, height, width, 3]))
-    del graph.output[:]
+    if not keep_float:
+        graph.input.remove(source)
+        graph.input.append(helper.make_tensor_value_info(PIXELS_IN, TensorProto.UINT8, [batch, height, width, 3]))
+        del graph.output[:]
     graph.output.extend(
         [
             helper.make_tensor_value_info(PIXELS_OUT, TensorProto.UINT8, [batch, None, None, 3]),

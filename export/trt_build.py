@@ -4,8 +4,11 @@ standard TensorRT 10.x/11.x (`tensorrt`, needs a GPU), through one code path, ea
 Follows ../shared/docs/tensorrt-notes.md: strongly typed networks (precision lives in the ONNX graph; there
 is no FP16 flag in TensorRT 11 and TensorRT-RTX), name-based profiles, parse errors read from the parser,
 None from build_serialized_network treated as a failure, a timing cache kept next to standard engines.
-The network is checked before building (FP32 I/O named as core/descriptor.py says, FP16 convolutions in an
-FP16 build, `is_network_supported`), and a build can be cancelled by a signal (IProgressMonitor).
+The engine is built from the ONNX graph with the pixel outputs of core/boundary.py added (`sr_pixels` uint8,
+`sr_sum`), so that 8-bit tiles come back from the GPU as bytes while the float output stays for 16-bit
+images. The network is checked before building (its I/O as core/descriptor.py and core/boundary.py name
+them, FP16 convolutions in an FP16 build, `is_network_supported`), and a build can be cancelled by a signal
+(IProgressMonitor).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from core.artifacts import MODULES, RTX_DEFAULT_TARGETS, SidecarError, read_sidecar
+from core.boundary import CHECKSUM, PIXELS_OUT, wrap_onnx
 from core.descriptor import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 from core.errors import DeployError
 from core.files import atomic_write_bytes, sha256_file
@@ -119,8 +123,9 @@ def _targets(flavor: str, options: BuildOptions, device: CudaDevice | None) -> l
     return [device.sm] if device else []
 
 
-def build_key(flavor: str, version: str, onnx_sha256: str, profile: Profile, options: BuildOptions, device) -> str:
-    """Everything that decides the engine's bytes; an engine is reused only when all of it is unchanged.
+def build_key(flavor: str, version: str, graph_sha256: str, profile: Profile, options: BuildOptions, device) -> str:
+    """Everything that decides the engine's bytes; an engine is reused only when all of it is unchanged
+    (`graph_sha256`: of the graph that is built, the ONNX file with the pixel outputs added).
 
     The GPU counts only for standard TensorRT (its plan is made for the building GPU), and then only its
     name and compute capability: a driver update does not change the plan. A TensorRT-RTX build does not
@@ -128,7 +133,7 @@ def build_key(flavor: str, version: str, onnx_sha256: str, profile: Profile, opt
     """
     gpu = {"name": device.name, "compute_capability": device.compute_capability} if device and flavor != "rtx" else None
     material = json.dumps(
-        {"flavor": flavor, "version": version, "onnx": onnx_sha256, "profile": asdict(profile),
+        {"flavor": flavor, "version": version, "graph": graph_sha256, "profile": asdict(profile),
          "options": asdict(options), "device": gpu},
         sort_keys=True,
     )  # fmt: skip
@@ -189,14 +194,21 @@ def cancellable(trt: ModuleType, config) -> Iterator[list[int]]:
             signal.raise_signal(received[0])
 
 
+def io_tensors(network) -> list:
+    """The network's inputs, then its outputs."""
+    return [network.get_input(i) for i in range(network.num_inputs)] + [network.get_output(i) for i in range(network.num_outputs)]
+
+
 def check_network(trt: ModuleType, builder, network, config, precision: str) -> None:
-    """What must hold before building: one FP32 input and output with the contract's names, FP16
-    convolutions in an FP16 build (none in an FP32 one), and the builder's own `is_network_supported`."""
-    if network.num_inputs != 1 or network.num_outputs != 1:
-        raise EngineBuildError(f"expected one input and one output, got {network.num_inputs}/{network.num_outputs}")
-    for tensor, name in ((network.get_input(0), INPUT_NAME), (network.get_output(0), OUTPUT_NAME)):
-        if tensor.name != name or tensor.dtype != trt.float32:
-            raise EngineBuildError(f"I/O tensor {tensor.name} ({tensor.dtype}): expected {name} in FP32 (core/descriptor.py)")
+    """What must hold before building: the I/O the runtime expects (FP32 `lr` in, FP32 `sr`, uint8
+    `sr_pixels` and FP32 `sr_sum` out), FP16 convolutions in an FP16 build (none in an FP32 one), and the
+    builder's own `is_network_supported`."""
+    expected = [(INPUT_NAME, trt.float32), (OUTPUT_NAME, trt.float32), (PIXELS_OUT, trt.uint8), (CHECKSUM, trt.float32)]
+    found = [(t.name, t.dtype) for t in io_tensors(network)]
+    if network.num_inputs != 1 or found != expected:
+        said = ", ".join(f"{name} {dtype.name}" for name, dtype in found)
+        want = ", ".join(f"{name} {dtype.name}" for name, dtype in expected)
+        raise EngineBuildError(f"I/O {said}: expected {want} (core/descriptor.py, core/boundary.py)")
     convolutions = [network.get_layer(i) for i in range(network.num_layers)]
     convolutions = [layer for layer in convolutions if layer.type == trt.LayerType.CONVOLUTION]
     half = sum(layer.get_output(0).dtype == trt.float16 for layer in convolutions)
@@ -232,8 +244,11 @@ def build_engine(
     if unknown:
         raise EngineBuildError(f"TensorRT-RTX cannot target {', '.join(unknown)} (it targets {', '.join(rtx_targets())})")
     device = cuda_device()
-    onnx_sha256 = sha256_file(onnx_path)
-    key = build_key(flavor, trt.__version__, onnx_sha256, profile, options, device)
+    try:
+        graph = wrap_onnx(onnx_path.read_bytes(), keep_float=True)
+    except ValueError as exc:
+        raise EngineBuildError(f"{flavor}: cannot parse {onnx_path.name}: {exc}") from None
+    key = build_key(flavor, trt.__version__, hashlib.sha256(graph).hexdigest(), profile, options, device)
     if reuse_from is not None and (sidecar := _reusable(reuse_from, key)):
         return EngineResult(reuse_from, sidecar, reused=True)
 
@@ -245,7 +260,7 @@ def build_engine(
         raise EngineBuildError(f"{MODULES[flavor]} {trt.__version__} cannot start a builder: {logger.reason() or 'no reason given'}") from None
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not parser.parse(graph):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)] or [logger.reason()]
         raise EngineBuildError(f"{flavor}: cannot parse {onnx_path.name}: {'; '.join(e for e in errors if e) or 'unknown error'}")
 
@@ -290,18 +305,17 @@ def build_engine(
     if flavor == "tensorrt" and (timing := config.get_timing_cache()) is not None:
         atomic_write_bytes(engine_path.with_suffix(".cache"), bytes(timing.serialize()))
 
-    io = [network.get_input(0), network.get_output(0)]
     sidecar = {
         "flavor": flavor,
         "module": MODULES[flavor],
         "version": trt.__version__,
-        "onnx_sha256": onnx_sha256,
+        "onnx_sha256": sha256_file(onnx_path),
         "opset": opset,
         "precision": precision,
         "profile": {input_name: {k: list(v) for k, v in zip(("min", "opt", "max"), profile.shapes())}},
         "io": [
-            {"name": t.name, "mode": mode, "dtype": str(t.dtype).split(".")[-1], "shape": list(t.shape)}
-            for t, mode in zip(io, ("input", "output"))
+            {"name": t.name, "mode": "input" if t.is_network_input else "output", "dtype": t.dtype.name, "shape": list(t.shape)}
+            for t in io_tensors(network)
         ],
         "target_compute_capabilities": _targets(flavor, options, device),
         "build_options": asdict(options),

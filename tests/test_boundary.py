@@ -183,3 +183,22 @@ def test_wrapped_graph_is_valid_onnx_with_named_io(exported) -> None:
     onnx.checker.check_model(wrapped, full_check=True)
     assert [i.name for i in wrapped.graph.input] == [PIXELS_IN]
     assert [o.name for o in wrapped.graph.output] == [PIXELS_OUT, CHECKSUM]
+
+
+def test_the_output_side_alone_keeps_the_float_path_and_adds_the_pixels(exported) -> None:
+    """The graph a TensorRT engine is built from (wrap_onnx keep_float), run by ONNX Runtime: the float input
+    and output as before, and beside them the host's exact bytes and the NaN flag, for FP32 and FP16."""
+    tiles = photo_tiles()
+    x = to_model(tiles)
+    for precision in ("fp32", "fp16"):
+        graph = (exported[0] / f"lsanet_x4_{precision}.onnx").read_bytes()
+        wrapped = ort.InferenceSession(wrap_onnx(graph, keep_float=True), providers=["CPUExecutionProvider"])
+        plain = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        assert [i.name for i in wrapped.get_inputs()] == ["lr"]
+        assert [o.name for o in wrapped.get_outputs()] == ["sr", PIXELS_OUT, CHECKSUM]
+        sr, pixels, checksums = wrapped.run(None, {"lr": x})
+        assert np.array_equal(sr, plain.run(None, {"lr": x})[0]), precision
+        host, flagged = from_model(sr, np.uint8)
+        assert np.array_equal(pixels, host) and flagged.tolist() == boundary.nonfinite(checksums).tolist() == [False, False]
+    nan = ort.InferenceSession(wrap_onnx(SELF_DIVIDED, keep_float=True), providers=["CPUExecutionProvider"])
+    assert boundary.nonfinite(nan.run(None, {"lr": to_model(nan_tiles())})[2]).tolist() == [True, False, True]

@@ -71,6 +71,8 @@ def test_rtx_engine_and_sidecar_are_complete_and_consistent(exported) -> None:
     assert sidecar["io"] == [
         {"name": "lr", "mode": "input", "dtype": "FLOAT", "shape": [-1, 3, -1, -1]},
         {"name": "sr", "mode": "output", "dtype": "FLOAT", "shape": [-1, 3, -1, -1]},
+        {"name": "sr_pixels", "mode": "output", "dtype": "UINT8", "shape": [-1, -1, -1, 3]},
+        {"name": "sr_sum", "mode": "output", "dtype": "FLOAT", "shape": [-1]},
     ]
     default = Profile()
     assert sidecar["profile"]["lr"] == {k: [s[0], 3, s[1], s[2]] for k, s in zip(("min", "opt", "max"), (default.min, default.opt, default.max))}

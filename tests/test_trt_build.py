@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import onnx
 import pytest
 import tensorrt_rtx
 
@@ -27,12 +28,24 @@ from runtime.upscaler import tile_config
 def test_fp16_build_has_fp32_io_fp16_convolutions_and_is_supported(exported, tmp_path: Path) -> None:
     out = exported[0]
     result = build_engine("rtx", out / "lsanet_x4_fp16.onnx", tmp_path / "e.rtx.engine", precision="fp16", opset=18)
-    assert [(t["name"], t["dtype"]) for t in result.sidecar["io"]] == [("lr", "FLOAT"), ("sr", "FLOAT")]
+    assert [(t["name"], t["dtype"]) for t in result.sidecar["io"]] == [
+        ("lr", "FLOAT"), ("sr", "FLOAT"), ("sr_pixels", "UINT8"), ("sr_sum", "FLOAT"),
+    ]  # fmt: skip
     with pytest.raises(EngineBuildError, match=r"an FP16 build, but none of the \d+ convolutions computes in FP16"):
         build_engine("rtx", out / "lsanet_x4_fp32.onnx", tmp_path / "f.rtx.engine", precision="fp16", opset=18)
     with pytest.raises(EngineBuildError, match=r"an FP32 build, but \d+ convolutions compute in FP16"):
         build_engine("rtx", out / "lsanet_x4_fp16.onnx", tmp_path / "g.rtx.engine", precision="fp32", opset=18)
     assert not (tmp_path / "f.rtx.engine").exists() and not (tmp_path / "g.rtx.engine").exists()
+
+
+def test_a_graph_without_the_contracts_names_is_refused_before_building(exported, tmp_path: Path) -> None:
+    proto = onnx.load(exported[0] / "lsanet_x4_fp16.onnx")
+    last = next(node for node in proto.graph.node if "sr" in node.output)
+    last.output[list(last.output).index("sr")] = proto.graph.output[0].name = "y"
+    onnx.save(proto, tmp_path / "renamed.onnx")
+    with pytest.raises(EngineBuildError, match=r"I/O lr FLOAT, y FLOAT, sr_pixels UINT8, sr_sum FLOAT: expected lr FLOAT, sr FLOAT"):
+        build_engine("rtx", tmp_path / "renamed.onnx", tmp_path / "e.rtx.engine", precision="fp16", opset=18)
+    assert not (tmp_path / "e.rtx.engine").exists()
 
 
 def test_rtx_targets_come_from_tensorrt_rtx(exported, tmp_path: Path) -> None:

@@ -15,14 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skimage import data
 
+from core.boundary import from_model, to_model
 from core.metrics import compare
 from core.nvidia import CudaDevice, cuda_device
+from core.thresholds import THRESHOLDS as RUNTIME_THRESHOLDS
 from export.parity import THRESHOLDS, to_nchw
 from export.trt_build import Profile
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.base import BackendError
+from runtime.backends.choose import self_check
 from runtime.backends.tensorrt import TensorRTBackend, check_compatibility
+from runtime.model.source import Model
 from runtime.model.source import engine_sidecar as read_sidecar
 from tests.trt_api.fake import Scenario, install, nearest_x4
 
@@ -88,8 +93,8 @@ def test_runs_tiles_through_the_engine_and_releases_everything_safely(fake_gpu, 
             np.testing.assert_array_equal(backend.infer(x), nearest_x4(x))
         assert "compiling for this GPU (first run only)..." in capsys.readouterr().err
         assert scenario.events.count("execute_async_v3") == 3 and scenario.streams  # ran on a live stream
-    # One input and one output buffer of each kind (their sizes: test_buffers_are_sized_from_the_profile_max).
-    assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 2 + ["cudaMallocHost"] * 2
+    # A buffer of each kind per I/O tensor (their sizes: test_buffers_are_sized_from_the_profile_max).
+    assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 4 + ["cudaMallocHost"] * 4
     assert_released_safely(scenario.events)
     assert not scenario.allocations and not scenario.streams
     assert {"del IExecutionContext", "del ICudaEngine", "del Runtime", "del IRuntimeCache"} <= set(scenario.events)
@@ -119,7 +124,8 @@ def test_buffers_are_sized_from_the_profile_max(fake_gpu) -> None:
     with backend:
         sizes = sorted(len(buffer) for buffer in scenario.allocations.values())
     _, _, h, w = scenario.profile[2]
-    assert sizes == [3 * h * w * 4] * 2 + [3 * h * w * 16 * 4] * 2  # 3 MiB in, 48 MiB out at 512x512
+    # At 512x512: 4 bytes of sr_sum, 3 MiB in, 12 MiB of output bytes, 48 MiB of float output.
+    assert sizes == [4] * 2 + [3 * h * w * 4] * 2 + [3 * h * w * 16] * 2 + [3 * h * w * 16 * 4] * 2
 
 
 @pytest.mark.parametrize(
@@ -127,8 +133,9 @@ def test_buffers_are_sized_from_the_profile_max(fake_gpu) -> None:
     [
         ({"context_none": True}, "no execution context", ["del IRuntimeCache", "del IRuntimeConfig", "del ICudaEngine"]),
         ({"set_input_shape": False}, "rejects its own largest input shape", ["del IExecutionContext", "del ICudaEngine"]),
-        ({"out_of_memory_at": 3}, r"out of GPU memory for 48 MiB of device output memory", ["cudaFree", "cudaFreeHost"]),
-        ({"output_dtype": "HALF"}, "expected FP32 input lr and output sr, found lr INPUT FLOAT, sr OUTPUT HALF", ["del ICudaEngine"]),
+        ({"out_of_memory_at": 3}, r"out of GPU memory for 48 MiB of device memory for sr", ["cudaFree", "cudaFreeHost"]),
+        ({"output_dtype": "HALF"}, r"expected FP32 input lr and output sr \(and uint8 sr_pixels, FP32 sr_sum\), found lr INPUT "
+         "FLOAT, sr OUTPUT HALF, sr_pixels OUTPUT UINT8, sr_sum OUTPUT FLOAT", ["del ICudaEngine"]),
         ({"deserialize_none": True}, r"cannot deserialize \(Error Code 1: Serialization \(fake reason\)\)", ["del Runtime"]),
         ({"validity": "INVALID", "diagnostics": ("OLD_CUDA_DRIVER", "INSUFFICIENT_GPU_MEMORY")},
          r"cannot run it here \(OLD_CUDA_DRIVER, INSUFFICIENT_GPU_MEMORY\); update the NVIDIA driver; free GPU memory",
@@ -144,6 +151,62 @@ def test_every_failure_is_a_one_line_backend_error_and_frees_everything(fake_gpu
     assert not scenario.allocations and not scenario.streams, "activate() must free what it allocated before failing"
     assert_released_safely(scenario.events)
     assert set(made) <= set(scenario.events), (made, scenario.events)  # what was made was let go
+
+
+def test_8bit_tiles_come_back_from_the_engine_as_bytes(fake_gpu) -> None:
+    """The engine's pixel outputs: the float input is written by the host (core/boundary.py's to_model), only
+    the bytes and the checksums are copied back, and they are what the host boundary makes of the float
+    output; 16-bit tiles take the float output and the host boundary."""
+    backend, scenario = fake_gpu()
+    tiles = np.random.default_rng(1).integers(0, 256, (1, 37, 64, 3), dtype=np.uint8)
+    with backend:
+        assert backend.converts_pixels
+        scenario.copies.clear()
+        pixels, broken = backend.infer_pixels(tiles)
+        back = [count for kind, count in scenario.copies if kind == "cudaMemcpyDeviceToHost"]
+        assert back == [tiles.size * 16, 4]  # bytes and one checksum; the float output (4x the bytes) stays
+        assert broken.tolist() == [False]
+        want, _ = from_model(nearest_x4(to_model(tiles)), np.uint8)
+        np.testing.assert_array_equal(pixels, want)
+        deep = tiles.astype(np.uint16) * 257
+        scenario.copies.clear()
+        sixteen, _ = backend.infer_pixels(deep)
+        assert [c for k, c in scenario.copies if k == "cudaMemcpyDeviceToHost"] == [deep.size * 16 * 4]
+        np.testing.assert_array_equal(sixteen, from_model(nearest_x4(to_model(deep)), np.uint16)[0])
+
+
+def test_nan_in_the_engines_output_is_flagged_on_the_8bit_path(fake_gpu, monkeypatch) -> None:
+    backend, scenario = fake_gpu()
+    tiles = np.full((1, 16, 16, 3), 7, np.uint8)
+    with backend:
+        # The input conversion puts a NaN in the float input; the fake network carries it to its output.
+        monkeypatch.setattr(trt_backend, "to_model", lambda t, out: out.fill(np.nan))
+        pixels, broken = backend.infer_pixels(tiles)
+    assert broken.tolist() == [True]
+
+
+def test_an_engine_without_pixel_outputs_runs_8bit_tiles_through_the_host(fake_gpu) -> None:
+    """An engine of an earlier export (FP32 lr / sr only) still runs, with the conversion on the host."""
+    backend, scenario = fake_gpu(pixel_outputs=False)
+    tiles = np.random.default_rng(2).integers(0, 256, (1, 20, 24, 3), dtype=np.uint8)
+    with backend:
+        assert not backend.converts_pixels
+        pixels, _ = backend.infer_pixels(tiles)
+    np.testing.assert_array_equal(pixels, from_model(nearest_x4(to_model(tiles)), np.uint8)[0])
+    assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 2 + ["cudaMallocHost"] * 2
+    assert_released_safely(scenario.events)
+
+
+def test_the_self_check_holds_the_engines_8bit_path_to_its_float_path(fake_gpu) -> None:
+    """Without a stored reference the fake network (nearest x4) passes plausibility, so what decides is the
+    comparison of the engine's pixel outputs with its float output: swapped channels are refused."""
+    model = Model("fake", canary=None)
+    backend, _ = fake_gpu()
+    with backend:
+        self_check(backend, model)
+    backend, _ = fake_gpu(swapped_pixels=True)
+    with backend, pytest.raises(BackendError, match="8-bit path is up to .* levels from its float path"):
+        self_check(backend, model)
 
 
 def test_a_runtime_shape_the_engine_rejects_is_a_backend_error(fake_gpu) -> None:
@@ -257,6 +320,7 @@ def test_engine_json_is_what_the_manifest_lists(exported) -> None:
     assert sidecars and all((exported[0] / a["file"]).is_file() for a in sidecars)
 
 
+PIXEL_LEVELS = RUNTIME_THRESHOLDS.pixel_path_levels
 needs_gpu = pytest.mark.skipif(cuda_device() is None, reason="needs an NVIDIA GPU")
 
 
@@ -301,4 +365,11 @@ def test_engine_runs_profile_extremes_and_keeps_its_runtime_cache(exported, tmp_
         for shape in ((1, 3, 16, 16), (1, 3, 64, 48), (1, 3, 512, 512)):
             out = backend.infer(np.random.default_rng(0).random(shape, dtype=np.float32))
             assert out.shape == (shape[0], 3, shape[2] * 4, shape[3] * 4) and np.isfinite(out).all()
+        # The engine's pixel outputs against its own float output through the host boundary: the same float
+        # values, but TensorRT may fuse the scaling into other kernels (THRESHOLDS.pixel_path_levels: 1 level).
+        tiles = np.stack([data.astronaut()[100:228, 150:278]])
+        pixels, broken = backend.infer_pixels(tiles)
+        want, _ = from_model(backend.infer(to_model(tiles)), np.uint8)
+        assert backend.converts_pixels and not broken.any()
+        assert np.abs(pixels.astype(int) - want).max() <= PIXEL_LEVELS
     assert backend.runtime_cache_path.is_file() and backend.runtime_cache_path.stat().st_size > 0

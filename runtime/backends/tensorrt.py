@@ -3,9 +3,12 @@
 Follows ../shared/docs/tensorrt-notes.md ("Run", "Update") and NVIDIA's TensorRT-RTX sample
 samples/apiUsage/python/api_usage.py: every None / False result and every CUDA error code is checked; the
 sidecar is checked before anything is deserialized; TensorRT-RTX's get_engine_validity is asked next (its
-diagnostics bits named, SUBOPTIMAL a warning); the engine's I/O must be the contract's FP32 `lr` / `sr`.
-Buffers are allocated once, sized by the context for the profile's largest input; a non-default stream;
-execute_async_v3. TensorRT-RTX compiles its kernels for the actual GPU in create_execution_context (15-30 s
+diagnostics bits named, SUBOPTIMAL a warning); the engine's I/O must be the contract's FP32 `lr` / `sr`,
+and, from this exporter, the pixel outputs `sr_pixels` (uint8) / `sr_sum` of core/boundary.py: 8-bit tiles
+then go in through the host's `to_model`, written straight into the pinned input, and come back as bytes
+(16x fewer than floats, and no conversion on the host). Buffers, pinned on the host and on the device, one
+pair per I/O tensor, are allocated once, sized by the context for the profile's largest input; a
+non-default stream; execute_async_v3; only the outputs a call needs are copied back. TensorRT-RTX compiles its kernels for the actual GPU in create_execution_context (15-30 s
 the first time), so a runtime cache is kept in the user cache, keyed by the engine's sha256, and saved when
 the backend is released. Every way of not running here is a BackendError from activate() (which then frees
 what it had allocated), so `auto` can go on to the next backend. tensorrt/tensorrt_rtx and cuda-python are
@@ -20,12 +23,14 @@ import math
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
 from core.artifacts import MODULES, REBUILD, RTX_DEFAULT_TARGETS
+from core.boundary import CHECKSUM, PIXELS_OUT, nonfinite, to_model
 from core.descriptor import INPUT_NAME, OUTPUT_NAME
 from core.files import atomic_write_bytes
 from core.nvidia import CudaDevice, cuda_device
@@ -126,8 +131,13 @@ class TensorRTBackend(Backend):
         self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1, fixed_shape=True)
         self._trt = self._cudart = None
         self._runtime = self._engine = self._runtime_config = self._runtime_cache = self._context = None
-        self._stream = self._host_in = self._host_out = self._device_in = self._device_out = None
-        self._host_in_array = self._host_out_array = None
+        self._stream = None
+        # Per I/O tensor name: pinned host memory, device memory, and a numpy view of the host memory.
+        self._host: dict[str, int] = {}
+        self._device: dict[str, int] = {}
+        self._views: dict[str, np.ndarray] = {}
+        self._dtypes: dict[str, type] = {}  # per I/O tensor, in the engine's order (known once activated)
+        self._pixel_outputs = False  # the engine has sr_pixels / sr_sum
         self._lock = threading.Lock()
         # TensorRT-RTX at the last activate(): True when the runtime cache on disk was accepted (no JIT), False
         # when it was rejected (made for another GPU, driver or version), None when there was none.
@@ -140,6 +150,10 @@ class TensorRTBackend(Backend):
     @property
     def precision(self) -> str:
         return self.sidecar["precision"]
+
+    @property
+    def converts_pixels(self) -> bool:
+        return self._pixel_outputs
 
     @property
     def runtime_cache_path(self) -> Path:
@@ -212,15 +226,23 @@ class TensorRTBackend(Backend):
             )
 
     def _check_io(self) -> None:
+        """The engine's I/O is FP32 `lr` in and `sr` out, with or without (an engine of an earlier export) the
+        pixel outputs; anything else is refused."""
         trt = self._trt
         found = {}
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
             found[name] = (self._engine.get_tensor_mode(name), self._engine.get_tensor_dtype(name))
         expected = {INPUT_NAME: (trt.TensorIOMode.INPUT, trt.float32), OUTPUT_NAME: (trt.TensorIOMode.OUTPUT, trt.float32)}
-        if found != expected:
+        pixels = {PIXELS_OUT: (trt.TensorIOMode.OUTPUT, trt.uint8), CHECKSUM: (trt.TensorIOMode.OUTPUT, trt.float32)}
+        if found not in (expected, expected | pixels):
             have = ", ".join(f"{n} {mode.name} {dtype.name}" for n, (mode, dtype) in found.items())
-            raise BackendError(f"{self.engine_path}: expected FP32 input {INPUT_NAME} and output {OUTPUT_NAME}, found {have}; {REBUILD}")
+            raise BackendError(
+                f"{self.engine_path}: expected FP32 input {INPUT_NAME} and output {OUTPUT_NAME} (and uint8 {PIXELS_OUT}, "
+                f"FP32 {CHECKSUM}), found {have}; {REBUILD}"
+            )
+        self._pixel_outputs = found == expected | pixels
+        self._dtypes = {name: np.uint8 if dtype == trt.uint8 else np.float32 for name, (_, dtype) in found.items()}
 
     def _cuda(self, result: tuple, what: str):
         """The value of a cuda-python call, or a BackendError naming the call and the CUDA error."""
@@ -233,43 +255,58 @@ class TensorRTBackend(Backend):
         return value[0] if len(value) == 1 else None
 
     def _allocate(self) -> None:
-        """Stream and buffers for the profile's largest input, the output size asked of the context."""
+        """Stream and buffers for the profile's largest input, each output sized as the context says."""
         # TensorRT objects are only ever held on self, never in locals: a traceback would keep them alive
         # past _release() and break the teardown order.
         cudart = self._cudart
         largest = tuple(self._engine.get_tensor_profile_shape(INPUT_NAME, 0)[2])
         if not self._context.set_input_shape(INPUT_NAME, largest):
             raise BackendError(f"{self.engine_path}: the engine rejects its own largest input shape {largest}; {REBUILD}")
-        in_size, out_size = math.prod(largest), math.prod(tuple(self._context.get_tensor_shape(OUTPUT_NAME)))
         self._stream = self._cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._host_in = self._cuda(cudart.cudaMallocHost(in_size * 4), f"{in_size * 4 >> 20} MiB of pinned input memory")
-        self._host_out = self._cuda(cudart.cudaMallocHost(out_size * 4), f"{out_size * 4 >> 20} MiB of pinned output memory")
-        self._device_in = self._cuda(cudart.cudaMalloc(in_size * 4), f"{in_size * 4 >> 20} MiB of device input memory")
-        self._device_out = self._cuda(cudart.cudaMalloc(out_size * 4), f"{out_size * 4 >> 20} MiB of device output memory")
-        self._host_in_array = np.ctypeslib.as_array((ctypes.c_float * in_size).from_address(self._host_in))
-        self._host_out_array = np.ctypeslib.as_array((ctypes.c_float * out_size).from_address(self._host_out))
-        for name, address in ((INPUT_NAME, self._device_in), (OUTPUT_NAME, self._device_out)):
-            if not self._context.set_tensor_address(name, address):
+        for name, dtype in self._dtypes.items():
+            count = math.prod(tuple(self._context.get_tensor_shape(name)))
+            size = count * np.dtype(dtype).itemsize
+            self._host[name] = self._cuda(cudart.cudaMallocHost(size), f"{size >> 20} MiB of pinned memory for {name}")
+            self._device[name] = self._cuda(cudart.cudaMalloc(size), f"{size >> 20} MiB of device memory for {name}")
+            self._views[name] = np.ctypeslib.as_array((ctypes.c_ubyte * size).from_address(self._host[name])).view(dtype)
+            # Every I/O tensor needs an address, also an output a call does not copy back.
+            if not self._context.set_tensor_address(name, self._device[name]):
                 raise BackendError(f"{self.engine_path}: set_tensor_address({name}) failed")
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock:  # one set of pinned buffers and one stream: one call at a time
-            return self._infer(batch)
+        def fill(pinned: np.ndarray) -> None:
+            pinned[...] = batch
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        cudart, stream = self._cudart, self._stream
-        if not self._context.set_input_shape(INPUT_NAME, batch.shape):
-            raise BackendError(f"{self.name}: the engine rejects input shape {batch.shape} ({self.limits})")
-        out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
-        size = math.prod(out_shape)
-        self._host_in_array[: batch.size] = batch.ravel()
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._cuda(cudart.cudaMemcpyAsync(self._device_in, self._host_in, batch.nbytes, h2d, stream), "copy to the GPU")
-        if not self._context.execute_async_v3(int(stream)):
-            raise BackendError(f"{self.name}: execute_async_v3 failed for shape {batch.shape}")
-        self._cuda(cudart.cudaMemcpyAsync(self._host_out, self._device_out, size * 4, d2h, stream), "copy from the GPU")
-        self._cuda(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-        return self._host_out_array[:size].reshape(out_shape).copy()
+        return self._run(batch.shape, fill, (OUTPUT_NAME,))[0]
+
+    def pixels_impl(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """8-bit tiles on an engine with pixel outputs: converted to float straight into the pinned input,
+        bytes back; anything else through the host boundary around the float path."""
+        if tiles.dtype != np.uint8 or not self._pixel_outputs:
+            return super().pixels_impl(tiles)
+        n, h, w, _ = tiles.shape
+        pixels, checksums = self._run((n, 3, h, w), lambda pinned: to_model(tiles, out=pinned), (PIXELS_OUT, CHECKSUM))
+        return pixels, nonfinite(checksums)
+
+    def _run(self, shape: tuple[int, ...], fill: Callable[[np.ndarray], object], outputs: tuple[str, ...]) -> list[np.ndarray]:
+        """Set the input shape, let `fill` write the pinned input, copy it in, execute, copy `outputs` back,
+        wait: copies of them (the pinned memory is reused by the next call)."""
+        with self._lock:  # one set of pinned buffers and one stream: one call at a time
+            cudart, stream = self._cudart, self._stream
+            if not self._context.set_input_shape(INPUT_NAME, shape):
+                raise BackendError(f"{self.name}: the engine rejects input shape {shape} ({self.limits})")
+            fill(self._views[INPUT_NAME][: math.prod(shape)].reshape(shape))
+            h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+            size = math.prod(shape) * 4
+            self._cuda(cudart.cudaMemcpyAsync(self._device[INPUT_NAME], self._host[INPUT_NAME], size, h2d, stream), "copy to the GPU")
+            if not self._context.execute_async_v3(int(stream)):
+                raise BackendError(f"{self.name}: execute_async_v3 failed for shape {shape}")
+            shapes = {name: tuple(self._context.get_tensor_shape(name)) for name in outputs}
+            for name, out_shape in shapes.items():
+                size = math.prod(out_shape) * self._views[name].itemsize
+                self._cuda(cudart.cudaMemcpyAsync(self._host[name], self._device[name], size, d2h, stream), f"copy {name} from the GPU")
+            self._cuda(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+            return [self._views[name][: math.prod(out_shape)].reshape(out_shape).copy() for name, out_shape in shapes.items()]
 
     def _release(self) -> list[str]:
         """Free everything held: first wait for the stream (memory that execute_async_v3 may still use must
@@ -292,12 +329,12 @@ class TensorRTBackend(Backend):
                 warnings.warn(f"{self.name}: the runtime cache was not saved ({exc}); the next run compiles again", stacklevel=2)
         self._runtime_cache = self._runtime_config = None
         self._engine = self._runtime = None
-        self._host_in_array = self._host_out_array = None
-        for attr, free in (("_device_in", "cudaFree"), ("_device_out", "cudaFree"), ("_host_in", "cudaFreeHost"),
-                           ("_host_out", "cudaFreeHost"), ("_stream", "cudaStreamDestroy")):  # fmt: skip
-            handle = getattr(self, attr)
-            setattr(self, attr, None)
-            if handle is not None and (error := getattr(cudart, free)(handle)[0]) != cudart.cudaError_t.cudaSuccess:
+        self._views = {}
+        handles = [(pointer, "cudaFree") for pointer in self._device.values()] + [(pointer, "cudaFreeHost") for pointer in self._host.values()]
+        handles += [(self._stream, "cudaStreamDestroy")] if self._stream is not None else []
+        self._device, self._host, self._stream = {}, {}, None
+        for handle, free in handles:
+            if (error := getattr(cudart, free)(handle)[0]) != cudart.cudaError_t.cudaSuccess:
                 failures.append(f"{free}: {getattr(error, 'name', error)}")
         return failures
 

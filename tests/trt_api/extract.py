@@ -25,7 +25,7 @@ TRT_ENUMS = (
     "ComputeCapability", "DataType", "EngineInvalidityDiagnostics", "EngineValidity", "LayerType",
     "MemoryPoolType", "NetworkDefinitionCreationFlag", "TensorIOMode", "ILogger.Severity",
 )  # fmt: skip
-TRT_CONSTANTS = ("float32", "float16")
+TRT_CONSTANTS = ("float32", "float16", "uint8")
 CUDA_ENUMS = ("cudaError_t", "cudaMemcpyKind")
 _SIGNATURE = re.compile(r"^(?:\d+\. )?(\w+)\((.*)\) -> (.+)$")
 

@@ -111,12 +111,20 @@ class Scenario:
     context_none: bool = False
     set_input_shape: bool = True
     output_dtype: str = "FLOAT"
+    # The engine also has the pixel outputs sr_pixels / sr_sum (an engine of this exporter); `swapped_pixels`:
+    # they come back in BGR order, as a wrong boundary in the graph would give.
+    pixel_outputs: bool = True
+    swapped_pixels: bool = False
     cache_accepts: bool = True  # IRuntimeCache.deserialize's answer
     out_of_memory_at: int | None = None  # fail the n-th (0-based) cudaMalloc / cudaMallocHost
     events: list[str] = field(default_factory=list)
     allocations: dict[int, ctypes.Array] = field(default_factory=dict)
     mallocs: int = 0
     streams: set[int] = field(default_factory=set)  # created and not destroyed yet
+    copies: list[tuple[str, int]] = field(default_factory=list)  # (cudaMemcpyKind name, bytes) of each copy
+
+    def io_names(self) -> tuple[str, ...]:
+        return ("lr", "sr", "sr_pixels", "sr_sum") if self.pixel_outputs else ("lr", "sr")
 
     def use_stream(self, stream: int, what: str) -> bool:
         """Record `what` on `stream`; False when the stream is not (or no longer) alive."""
@@ -183,7 +191,8 @@ class FakeTrt:
 
             def get_tensor_shape(self, name: str) -> tuple:
                 n, c, h, w = self._shape
-                return (n, c, h, w) if name == "lr" else (n, c, 4 * h, 4 * w)
+                shapes = {"lr": (n, c, h, w), "sr": (n, c, 4 * h, 4 * w), "sr_pixels": (n, 4 * h, 4 * w, c), "sr_sum": (n,)}
+                return shapes[name]
 
             def set_tensor_address(self, name: str, memory: int) -> bool:
                 self._addresses[name] = memory
@@ -192,10 +201,21 @@ class FakeTrt:
             def execute_async_v3(self, stream_handle: int) -> bool:
                 if not s.use_stream(stream_handle, "execute_async_v3"):
                     return False
-                n, c, h, w = self._shape
-                x = np.ctypeslib.as_array((ctypes.c_float * (n * c * h * w)).from_address(self._addresses["lr"]))
-                y = np.ctypeslib.as_array((ctypes.c_float * (n * c * h * w * 16)).from_address(self._addresses["sr"]))
-                y[:] = x.reshape(n, c, h, w).repeat(4, axis=2).repeat(4, axis=3).ravel()
+                if set(self._addresses) != set(s.io_names()):  # TensorRT refuses to run with an address unset
+                    return False
+
+                def tensor(name: str, ctype: type) -> np.ndarray:
+                    shape = self.get_tensor_shape(name)
+                    count = int(np.prod(shape))
+                    return np.ctypeslib.as_array((ctype * count).from_address(self._addresses[name])).reshape(shape)
+
+                y = tensor("sr", ctypes.c_float)
+                y[...] = nearest_x4(tensor("lr", ctypes.c_float))
+                if s.pixel_outputs:  # written out here, not by core/boundary.py: the fake must not be the code under test
+                    with np.errstate(invalid="ignore"):  # NaN cast to bytes: meaningless, and flagged by the sum
+                        pixels = np.rint(np.clip(y * np.float32(255), 0, 255)).astype(np.uint8).transpose(0, 2, 3, 1)
+                    tensor("sr_pixels", ctypes.c_ubyte)[...] = pixels[..., ::-1] if s.swapped_pixels else pixels
+                    tensor("sr_sum", ctypes.c_float)[...] = y.sum(axis=(1, 2, 3))
                 return True
 
         class ICudaEngine(Base):
@@ -203,16 +223,16 @@ class FakeTrt:
 
             @property
             def num_io_tensors(self) -> int:
-                return 2
+                return len(s.io_names())
 
             def get_tensor_name(self, index: int) -> str:
-                return ("lr", "sr")[index]
+                return s.io_names()[index]
 
             def get_tensor_mode(self, name: str):
                 return enums["TensorIOMode"]["INPUT" if name == "lr" else "OUTPUT"]
 
             def get_tensor_dtype(self, name: str):
-                return data_type["FLOAT" if name == "lr" else s.output_dtype]
+                return data_type[{"lr": "FLOAT", "sr": s.output_dtype, "sr_pixels": "UINT8", "sr_sum": "FLOAT"}[name]]
 
             def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
                 return [tuple(shape) for shape in s.profile]
@@ -331,6 +351,7 @@ class FakeCudart(ModuleType):
         assert isinstance(kind, self.cudaMemcpyKind), kind
         if not self._scenario.use_stream(stream, "cudaMemcpyAsync"):
             return (self.cudaError_t.cudaErrorInvalidResourceHandle,)
+        self._scenario.copies.append((kind.name, count))
         ctypes.memmove(dst, src, count)
         return (self.cudaError_t.cudaSuccess,)
 
