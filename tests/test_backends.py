@@ -94,3 +94,32 @@ def test_explicit_backend_that_cannot_run_says_why(exported) -> None:
         choose_backend("torch", model)
     with pytest.raises(BackendError, match="backend tensorrt-rtx cannot run"):
         choose_backend("tensorrt-rtx", model)
+
+
+def test_a_load_that_fails_part_way_is_released(exported, monkeypatch) -> None:
+    """ONNX Runtime's 8-bit session fails to load after its float session did: the float session is let go
+    before the error goes on (else it lives as long as the discarded backend)."""
+    backend = ORTBackend(exported[0] / "lsanet_x4_fp32.onnx", "fp32", "cpu", graph_boundary=True)
+    load = ORTBackend._cpu_session
+
+    def float_only(self, graph):
+        if isinstance(graph, bytes):  # the wrapped graph, built in memory
+            raise BackendError("onnxruntime: cannot load the wrapped graph (injected)")
+        return load(self, graph)
+
+    monkeypatch.setattr(ORTBackend, "_cpu_session", float_only)
+    with pytest.raises(BackendError, match="injected"):
+        backend.activate()
+    assert not backend.active and backend._session is None and backend.providers == []
+
+
+def test_a_release_that_fails_after_a_failed_load_does_not_hide_the_loads_error(exported, monkeypatch) -> None:
+    backend = ORTBackend(exported[0] / "missing.onnx", "fp32", "cpu")
+
+    def broken_release(self) -> None:
+        raise BackendError("release failed (injected)")
+
+    monkeypatch.setattr(ORTBackend, "deactivate_impl", broken_release)
+    with pytest.warns(UserWarning, match=r"releasing a failed load failed too: release failed \(injected\)"):
+        with pytest.raises(BackendError, match="cannot load .*missing.onnx"):
+            backend.activate()

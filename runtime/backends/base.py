@@ -9,6 +9,7 @@ reported as MemoryError (the tiler then halves its tiles), whatever the backend'
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -61,9 +62,20 @@ class Backend(ABC):
         return f"{self.name} ({self.precision})"
 
     def activate(self) -> None:
-        if not self.active:
+        """Load. A load that fails part way is released before its error goes on: a session or buffers it
+        had made would otherwise live as long as the discarded backend (auto tries several, and the FP32
+        rerun backend stays referenced)."""
+        if self.active:
+            return
+        try:
             self.activate_impl()
-            self.active = True
+        except BaseException:
+            try:
+                self.deactivate_impl()
+            except BackendError as released:  # the activation's own error is the one to report
+                warnings.warn(f"{self.name}: releasing a failed load failed too: {released}", stacklevel=2)
+            raise
+        self.active = True
 
     def deactivate(self) -> None:
         if self.active:
@@ -113,4 +125,5 @@ class Backend(ABC):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray: ...
 
     def deactivate_impl(self) -> None:
-        """Drop sessions and buffers; most backends just let go of their references."""
+        """Drop sessions and buffers; most backends just let go of their references. Also called after a
+        failed `activate_impl`, so it must accept whatever part of the state exists."""

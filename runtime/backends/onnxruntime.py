@@ -88,7 +88,6 @@ class ORTBackend(Backend):
         try:
             wrapped = wrap_onnx(self.onnx_path.read_bytes())
         except (OSError, ValueError) as exc:
-            self._session = None
             raise BackendError(f"onnxruntime: cannot add the 8-bit boundary to {self.onnx_path}: {first_line(exc)}") from None
         self._pixels = self._cuda_session(wrapped) if self.device == "cuda" else self._cpu_session(wrapped)
 

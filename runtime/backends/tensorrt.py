@@ -166,12 +166,8 @@ class TensorRTBackend(Backend):
         trt, cudart = gpu_modules(self.flavor)
         check_compatibility(self.engine_path, self.sidecar, trt.__version__, device.compute_capability)
         self._trt, self._cudart = trt, cudart
-        try:
-            self._load(device)
-            self._allocate()
-        except BaseException:
-            self._release()
-            raise
+        self._load(device)  # on failure, Backend.activate releases what was made (deactivate_impl)
+        self._allocate()
 
     def _load(self, device: CudaDevice) -> None:
         """Runtime, validity, engine, I/O check, runtime cache and context (api_usage.py's run_inference)."""
