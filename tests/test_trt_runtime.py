@@ -93,6 +93,9 @@ def test_runs_tiles_through_the_engine_and_releases_everything_safely(fake_gpu, 
             np.testing.assert_array_equal(backend.infer(x), nearest_x4(x))
         assert "compiling for this GPU (first run only)..." in capsys.readouterr().err
         assert scenario.events.count("execute_async_v3") == 3 and scenario.streams  # ran on a live stream
+    # TensorRT-RTX's CUDA graphs, asked for on the runtime config, which the context samples when made.
+    graphs = scenario.events.index("set IRuntimeConfig.cuda_graph_strategy WHOLE_GRAPH_CAPTURE")
+    assert graphs < scenario.events.index("create IExecutionContext")
     # A buffer of each kind per I/O tensor (their sizes: test_buffers_are_sized_from_the_profile_max).
     assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 4 + ["cudaMallocHost"] * 4
     assert_released_safely(scenario.events)

@@ -202,6 +202,11 @@ class TensorRTBackend(Backend):
             self._runtime_config = self._engine.create_runtime_config()
             if self._runtime_config is None:
                 raise BackendError(f"{path}: TensorRT-RTX could not create a runtime config ({logger.reason()})")
+            # TensorRT-RTX's own CUDA graphs ("Working with RTX CUDA Graphs", TensorRT-RTX documentation, 1.2
+            # and later): a shape's kernels are captured once its specialised kernels are compiled, then
+            # replayed, saving a launch per kernel. The tiler sends one tile shape and the buffers' addresses
+            # never change, which is what replaying needs.
+            self._runtime_config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
             self._runtime_cache = self._runtime_config.create_runtime_cache()
             if self._runtime_cache is None:
                 raise BackendError(f"{path}: TensorRT-RTX could not create a runtime cache ({logger.reason()})")

@@ -23,7 +23,7 @@ TRT_CLASSES = (
 )  # fmt: skip
 TRT_ENUMS = (
     "ComputeCapability", "DataType", "EngineInvalidityDiagnostics", "EngineValidity", "LayerType",
-    "MemoryPoolType", "NetworkDefinitionCreationFlag", "TensorIOMode", "ILogger.Severity",
+    "MemoryPoolType", "NetworkDefinitionCreationFlag", "TensorIOMode", "ILogger.Severity", "CudaGraphStrategy",
 )  # fmt: skip
 TRT_CONSTANTS = ("float32", "float16", "uint8")
 CUDA_ENUMS = ("cudaError_t", "cudaMemcpyKind")

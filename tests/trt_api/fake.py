@@ -175,6 +175,12 @@ class FakeTrt:
             def set_runtime_cache(self, cache: IRuntimeCache | None = None) -> bool:
                 return True
 
+            def __setattr__(self, name: str, value: object) -> None:
+                super().__setattr__(name, value)
+                if name == "cuda_graph_strategy":  # the real property takes only its enum
+                    assert isinstance(value, enums["CudaGraphStrategy"]), value
+                s.events.append(f"set IRuntimeConfig.{name} {getattr(value, 'name', value)}")
+
         class IExecutionContext(Base):
             api_class = "IExecutionContext"
 
@@ -241,6 +247,7 @@ class FakeTrt:
                 return IRuntimeConfig()
 
             def create_execution_context(self, runtime_config: IRuntimeConfig | None = None) -> IExecutionContext | None:
+                s.events.append("create IExecutionContext")
                 return None if s.context_none else IExecutionContext()
 
         class Runtime(Base):
