@@ -337,9 +337,10 @@ def exercise(spec: Spec, refs: References, memory: DeviceMemory, report: Report,
         validity = "; ".join(str(w.message) for w in caught if "suboptimal" in str(w.message).lower()) or "VALID"
         report.add("PASS", f"{spec.label} load", f"{backend.describe()}: cold load {cold:.1f} s, runtime cache "
                    f"{cache_state(backend)}, device memory while loaded "
-                   f"{f'{used} MiB' if used is not None else memory.missing}, validity {validity}",
+                   f"{f'{used} MiB' if used is not None else memory.missing}, validity {validity}, 8-bit tiles "
+                   f"converted {'by the backend' if backend.converts_pixels else 'on the host'}",
                    context_cold_s=cold, device_memory_mib=used, runtime_cache=cache_state(backend), validity=validity,
-                   **info)  # fmt: skip
+                   converts_pixels=backend.converts_pixels, **info)  # fmt: skip
         backend.infer(photo_tile(*SHAPES["min 16x16"]))
         report.gpu_ran[spec.label] = backend.describe()
         refs.shape_matrix(spec.label, backend, report)
