@@ -8,13 +8,17 @@ on multiples of `align` (LSANet: 6, the stride of its attention's pooling grid, 
 same windows as the whole image). Images smaller than the minimum side, or whose last tile needs it, are
 padded (symmetric) at the bottom and right and cropped back. Tiles go out and come back in the image's
 integer dtype (the conversion to and from the network's floats is the backend's: core/boundary.py); the kept
-rectangle of each is copied straight into the output.
+rectangle of each is copied straight into the output. `in_flight` batches run at once where `run` allows it
+(a GPU backend with two lanes): the next batch is cut and handed over while earlier ones run, so the host's
+work overlaps the device's.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,7 +35,9 @@ class TileConfig:
     whole); `max_side`: the longest side a pass may have (a TensorRT profile's limit; None = any);
     `overlap`: LR pixels of context each tile gets beyond what it keeps; `align`: tile origins fall on its
     multiples; `fixed`: every tile is tile x tile (max_side at most), the image padded up where it is
-    smaller, so that all images run one input shape. Tiles are of equal shape within an image."""
+    smaller, so that all images run one input shape. Tiles are of equal shape within an image.
+    `in_flight`: batches handed to `run` at once, from as many threads; more than 1 only for a `run` that
+    may be called concurrently (runtime/backends/base.py Limits.concurrent)."""
 
     tile: int = 512
     overlap: int = 16
@@ -41,10 +47,11 @@ class TileConfig:
     align: int = LSANET.align
     scale: int = LSANET.scale
     fixed: bool = False
+    in_flight: int = 1
 
     def __post_init__(self) -> None:
-        if self.overlap < 0 or self.batch < 1:
-            raise ValueError("overlap must be >= 0 and batch >= 1")
+        if self.overlap < 0 or self.batch < 1 or self.in_flight < 1:
+            raise ValueError("overlap must be >= 0, batch and in_flight >= 1")
         if min(self.tile, self.max_side or self.tile) < self.smallest_tile:
             raise ValueError(
                 f"tile {self.tile} must be >= {self.smallest_tile} (min side, and 2 x overlap + {self.align + 1})"
@@ -207,17 +214,35 @@ def count_tiles(height: int, width: int, config: TileConfig) -> int:
     return len(plan(height, width, config).tiles)
 
 
+class _Done:
+    """A call already made in this thread, answering the pool's future's `result()` and `cancel()`. An error
+    is not stored: it leaves `run` at once, as without a pool (a stored one would hold the failed pass's
+    arrays in a reference cycle until the garbage collector runs, against tests/test_oom.py's memory limit)."""
+
+    def __init__(self, value: tuple[np.ndarray, np.ndarray]) -> None:
+        self._value = value
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._value
+
+    def cancel(self) -> bool:
+        return False
+
+
+def _run_here(run: Run, batch: np.ndarray) -> _Done:
+    return _Done(run(batch))
+
+
 def _upscale_once(image, run, config, out, rerun_fp32, progress) -> np.ndarray:
     h, w = image.shape[:2]
     s = config.scale
     layout = plan(h, w, config)
     padded = _pad(image, layout.height, layout.width)
     th, tw = layout.tile_height, layout.tile_width
-    for group in _batches(layout.tiles, config.batch):
-        batch = np.stack([padded[t.y.start : t.y.start + th, t.x.start : t.x.start + tw] for t in group])
-        result, bad = run(batch)
+
+    def keep(group: list[Tile], batch: np.ndarray, result: np.ndarray, bad: np.ndarray) -> None:
         if bad.any() and rerun_fp32 is not None:
-            warnings.warn(f"{int(bad.sum())} tile(s) came back with NaN/Inf; rerunning them in FP32", stacklevel=3)
+            warnings.warn(f"{int(bad.sum())} tile(s) came back with NaN/Inf; rerunning them in FP32", stacklevel=4)
             result[bad], bad[bad] = rerun_fp32(batch[bad])
         if bad.any():
             raise FloatingPointError(f"{int(bad.sum())} tile(s) came back with NaN/Inf and no FP32 rerun is available")
@@ -229,4 +254,37 @@ def _upscale_once(image, run, config, out, rerun_fp32, progress) -> np.ndarray:
                 out[y0 * s : y1 * s, x0 * s : x1 * s] = kept
         if progress is not None:
             progress(len(group))
+
+    # With in_flight > 1, batches run in worker threads, at most that many at once; results are kept in order,
+    # in this thread (the FP32 rerun too). Leaving early (an error, a signal) cancels what has not started and
+    # waits for what runs, so that nothing the backend holds is released under a running batch. With 1, each
+    # batch runs here: a worker thread's stack and malloc arena would count against the process's memory
+    # limits for nothing (tests/test_oom.py).
+    pending: deque = deque()
+    pool = ThreadPoolExecutor(config.in_flight, thread_name_prefix="tile") if config.in_flight > 1 else None
+    submit = pool.submit if pool is not None else _run_here
+
+    def collect() -> None:
+        group, batch, future = pending.popleft()
+        try:
+            result = future.result()
+        finally:
+            del future  # else its stored error refers to this frame, which refers to it: a cycle holding the tiles
+        keep(group, batch, *result)
+
+    try:
+        for group in _batches(layout.tiles, config.batch):
+            batch = np.stack([padded[t.y.start : t.y.start + th, t.x.start : t.x.start + tw] for t in group])
+            pending.append((group, batch, submit(run, batch)))
+            if len(pending) == config.in_flight:
+                collect()
+        while pending:
+            collect()
+    except BaseException:
+        for *_, future in pending:
+            future.cancel()
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return out

@@ -51,7 +51,7 @@ def tile_config(limits: Limits, tile: int | None = None, overlap: int | None = N
     (runtime/memory.py), the whole image where it fits, and never a pass the backend does not accept.
     A backend that runs best on one shape (a GPU's) gets tiles of exactly the tile size, FIXED_BATCH at a
     time where it takes batches, unless `tile` is 0 (padding every image up to the memory's limit would cost
-    more than a new shape).
+    more than a new shape). As many batches are in flight as the backend runs at once.
     """
     default = TileConfig()
     side = default.tile if tile is None else (tile or whole_image_side())
@@ -64,6 +64,7 @@ def tile_config(limits: Limits, tile: int | None = None, overlap: int | None = N
             min_side=limits.min_side,
             max_side=limits.max_side,
             fixed=fixed,
+            in_flight=limits.concurrent,
         )
     except ValueError as exc:
         raise DeployError(f"--tile/--overlap: {exc}") from None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from skimage import data
@@ -109,7 +112,53 @@ def test_nan_tiles_are_rerun_in_fp32_or_fail() -> None:
         upscale(image, broken, TileConfig(tile=32, overlap=4))
 
 
+class Tracked:
+    """`nearest`, slowed so that calls overlap when the tiler lets them, counting the calls running at once;
+    `fail_at`: the n-th call (from 0) raises."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.lock, self.running, self.most, self.calls, self.fail_at = threading.Lock(), 0, 0, 0, fail_at
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            call, self.calls = self.calls, self.calls + 1
+        try:
+            time.sleep(0.02)
+            if call == self.fail_at:
+                raise RuntimeError("the backend failed (injected)")
+            return nearest(batch)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_batches_in_flight_run_at_once_and_stitch_in_order() -> None:
+    image = np.random.default_rng(3).integers(0, 256, (130, 170, 3), dtype=np.uint8)
+    for in_flight in (1, 2, 3):
+        run = Tracked()
+        out = upscale(image, run, TileConfig(tile=32, overlap=4, in_flight=in_flight))
+        assert np.array_equal(out, expected(image))
+        assert run.most == in_flight, (in_flight, run.most)  # as many at once as allowed, never more
+
+
+def test_a_failing_batch_stops_the_image_and_waits_for_the_others() -> None:
+    """When upscale raises, no call is still running (the backend may be released right after) and none
+    starts later."""
+    image = np.random.default_rng(4).integers(0, 256, (130, 170, 3), dtype=np.uint8)
+    run = Tracked(fail_at=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        upscale(image, run, TileConfig(tile=32, overlap=4, in_flight=2))
+    assert run.running == 0 and run.calls <= 5
+    calls = run.calls
+    time.sleep(0.1)
+    assert run.calls == calls
+
+
 def test_bad_configs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="in_flight >= 1"):
+        TileConfig(in_flight=0)
     with pytest.raises(ValueError, match="tile 20 must be >="):
         TileConfig(tile=20, overlap=8)
     with pytest.raises(ValueError, match="must be >="):
@@ -182,4 +231,5 @@ def test_a_fixed_shape_backend_gets_fixed_batched_tiles_unless_tile_is_0() -> No
     assert tile_config(Limits(fixed_shape=True, max_batch=2)).batch == 2
     assert not tile_config(Limits(fixed_shape=True), tile=0).fixed
     cpu = tile_config(Limits())
-    assert not cpu.fixed and cpu.batch == 1
+    assert not cpu.fixed and cpu.batch == 1 and cpu.in_flight == 1
+    assert tile_config(Limits(fixed_shape=True, concurrent=2)).in_flight == 2

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +29,11 @@ from export.trt_build import Profile
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.base import BackendError
 from runtime.backends.choose import self_check
-from runtime.backends.tensorrt import TensorRTBackend, check_compatibility
+from runtime.backends.tensorrt import LANES, TensorRTBackend, check_compatibility
 from runtime.model.source import Model
 from runtime.model.source import engine_sidecar as read_sidecar
+from runtime.tiling import upscale
+from runtime.upscaler import tile_config
 from tests.trt_api.fake import Scenario, install, nearest_x4
 
 RTX_4090 = CudaDevice("NVIDIA GeForce RTX 4090", "8.9", "12.4", 24564)
@@ -96,8 +101,9 @@ def test_runs_tiles_through_the_engine_and_releases_everything_safely(fake_gpu, 
     # TensorRT-RTX's CUDA graphs, asked for on the runtime config, which the context samples when made.
     graphs = scenario.events.index("set IRuntimeConfig.cuda_graph_strategy WHOLE_GRAPH_CAPTURE")
     assert graphs < scenario.events.index("create IExecutionContext")
-    # A buffer of each kind per I/O tensor (their sizes: test_buffers_are_sized_from_the_profile_max).
-    assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 4 + ["cudaMallocHost"] * 4
+    # A buffer of each kind per I/O tensor and lane (their sizes: test_buffers_are_sized_from_the_profile_max).
+    assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 4 * LANES + ["cudaMallocHost"] * 4 * LANES
+    assert scenario.events.count("create IExecutionContext") == scenario.events.count("cudaStreamDestroy") == LANES
     assert_released_safely(scenario.events)
     assert not scenario.allocations and not scenario.streams
     assert {"del IExecutionContext", "del ICudaEngine", "del Runtime", "del IRuntimeCache"} <= set(scenario.events)
@@ -127,8 +133,9 @@ def test_buffers_are_sized_from_the_profile_max(fake_gpu) -> None:
     with backend:
         sizes = sorted(len(buffer) for buffer in scenario.allocations.values())
     _, _, h, w = scenario.profile[2]
-    # At 512x512: 4 bytes of sr_sum, 3 MiB in, 12 MiB of output bytes, 48 MiB of float output.
-    assert sizes == [4] * 2 + [3 * h * w * 4] * 2 + [3 * h * w * 16] * 2 + [3 * h * w * 16 * 4] * 2
+    # Per lane at 512x512: 4 bytes of sr_sum, 3 MiB in, 12 MiB of output bytes, 48 MiB of float output.
+    pair = 2 * LANES  # pinned and device
+    assert sizes == [4] * pair + [3 * h * w * 4] * pair + [3 * h * w * 16] * pair + [3 * h * w * 16 * 4] * pair
 
 
 @pytest.mark.parametrize(
@@ -196,7 +203,7 @@ def test_an_engine_without_pixel_outputs_runs_8bit_tiles_through_the_host(fake_g
         assert not backend.converts_pixels
         pixels, _ = backend.infer_pixels(tiles)
     np.testing.assert_array_equal(pixels, from_model(nearest_x4(to_model(tiles)), np.uint8)[0])
-    assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 2 + ["cudaMallocHost"] * 2
+    assert sorted(e for e in scenario.events if e in ALLOCATE) == ["cudaMalloc"] * 2 * LANES + ["cudaMallocHost"] * 2 * LANES
     assert_released_safely(scenario.events)
 
 
@@ -210,6 +217,35 @@ def test_the_self_check_holds_the_engines_8bit_path_to_its_float_path(fake_gpu) 
     backend, _ = fake_gpu(swapped_pixels=True)
     with backend, pytest.raises(BackendError, match="8-bit path is up to .* levels from its float path"):
         self_check(backend, model)
+
+
+def test_two_calls_run_at_once_each_in_its_own_lane(fake_gpu) -> None:
+    """Two threads are inside execute_async_v3 at the same time (the fake waits at a barrier there until both
+    are), each on its own stream; each gets its own tile back."""
+    backend, scenario = fake_gpu()
+    tiles = [np.full((1, 24, 24, 3), value, np.uint8) for value in (40, 200)]
+    with backend:
+        assert backend.limits.concurrent == LANES == 2
+        scenario.barrier = threading.Barrier(2, timeout=10)
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(backend.infer_pixels, tiles))
+        assert len(set(scenario.executed_on)) == 2, scenario.executed_on
+    for (pixels, broken), tile in zip(results, tiles):
+        assert not broken.any() and (pixels == tile[0, 0, 0]).all()
+    assert_released_safely(scenario.events)
+
+
+def test_the_tiler_keeps_two_batches_in_flight_and_stitches_the_same_image(fake_gpu) -> None:
+    backend, scenario = fake_gpu()
+    image = data.astronaut()[:300, :420]
+    with backend:
+        config = tile_config(backend.limits, 128)
+        assert config.in_flight == LANES
+        both = upscale(image, backend.infer_pixels, config)
+        one = upscale(image, backend.infer_pixels, replace(config, in_flight=1))
+        assert len(set(scenario.executed_on)) == 2
+    np.testing.assert_array_equal(both, one)
+    np.testing.assert_array_equal(both, image.repeat(4, axis=0).repeat(4, axis=1))  # the fake is nearest x4
 
 
 def test_a_runtime_shape_the_engine_rejects_is_a_backend_error(fake_gpu) -> None:
@@ -251,7 +287,6 @@ def test_gpus_the_engine_cannot_serve_are_refused_before_loading(fake_gpu, devic
 )
 def test_auto_passes_over_an_engine_this_gpu_cannot_run_and_says_why(fake_gpu, monkeypatch, exported, device, settings, reason) -> None:
     from runtime.backends import choose, registry
-    from runtime.model.source import Model
 
     backend, _ = fake_gpu(device, **settings)
     monkeypatch.setattr(registry, "cuda_device", lambda: device)

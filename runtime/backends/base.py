@@ -28,12 +28,14 @@ class BackendOutOfMemory(MemoryError):
 class Limits:
     """The input shapes a backend accepts: sides in [min_side, max_side], batch up to max_batch; `fixed_shape`:
     it runs best on one shape (TensorRT specialises kernels per input shape, a CUDA graph replays one), so
-    the tiler pads every tile to one square size."""
+    the tiler pads every tile to one square size; `concurrent`: calls it runs at once, from as many threads
+    (a TensorRT engine's lanes), so the tiler keeps that many batches in flight."""
 
     min_side: int = MIN_SIZE
     max_side: int | None = None
     max_batch: int | None = None
     fixed_shape: bool = False
+    concurrent: int = 1
 
 
 class Backend(ABC):

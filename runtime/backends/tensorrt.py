@@ -6,11 +6,14 @@ sidecar is checked before anything is deserialized; TensorRT-RTX's get_engine_va
 diagnostics bits named, SUBOPTIMAL a warning); the engine's I/O must be the contract's FP32 `lr` / `sr`,
 and, from this exporter, the pixel outputs `sr_pixels` (uint8) / `sr_sum` of core/boundary.py: 8-bit tiles
 then go in through the host's `to_model`, written straight into the pinned input, and come back as bytes
-(16x fewer than floats, and no conversion on the host). Buffers, pinned on the host and on the device, one
-pair per I/O tensor, are allocated once, sized by the context for the profile's largest input; a
-non-default stream; execute_async_v3; only the outputs a call needs are copied back. TensorRT-RTX compiles its kernels for the actual GPU in create_execution_context (15-30 s
-the first time), so a runtime cache is kept in the user cache, keyed by the engine's sha256, and saved when
-the backend is released. Every way of not running here is a BackendError from activate() (which then frees
+(16x fewer than floats, and no conversion on the host). Two lanes, each an execution context with its own
+non-default stream and buffers (pinned on the host and on the device, one pair per I/O tensor, allocated
+once, sized by the context for the profile's largest input), run two calls at once, so that one tile's
+copies and host work overlap another's compute (NVIDIA's "Best Practices", streaming: one context per
+stream); execute_async_v3; only the outputs a call needs are copied back. TensorRT-RTX compiles its
+kernels for the actual GPU in create_execution_context (15-30 s the first time), so a runtime cache, shared
+by the lanes' contexts, is kept in the user cache, keyed by the engine's sha256, and saved when the backend
+is released. Every way of not running here is a BackendError from activate() (which then frees
 what it had allocated), so `auto` can go on to the next backend. tensorrt/tensorrt_rtx and cuda-python are
 imported only here, only on activate().
 """
@@ -20,10 +23,11 @@ from __future__ import annotations
 import ctypes
 import importlib
 import math
+import queue
 import sys
-import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -116,6 +120,23 @@ def diagnostics(trt: ModuleType, bits: int) -> list[str]:
     return [name for name, flag in members if int(bits) & int(flag)]
 
 
+# Calls that run at once, each in its own lane: two are enough for one call's copies and host work to hide
+# behind the other's compute; each costs a context's activation memory and a set of buffers.
+LANES = 2
+
+
+@dataclass
+class Lane:
+    """One execution context with its own stream and buffers: per I/O tensor name, pinned host memory,
+    device memory, and a numpy view of the host memory. A lane runs one call at a time."""
+
+    context: object = None
+    stream: object = None
+    host: dict[str, int] = field(default_factory=dict)
+    device: dict[str, int] = field(default_factory=dict)
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class TensorRTBackend(Backend):
     def __init__(self, engine: Path) -> None:
         super().__init__()
@@ -128,17 +149,13 @@ class TensorRTBackend(Backend):
             (_, _, h0, w0), (n1, _, h1, w1) = (tuple(map(int, profile[k])) for k in ("min", "max"))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise BackendError(f"{self.engine_path}: its sidecar's profile is malformed; {REBUILD}") from None
-        self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1, fixed_shape=True)
+        self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1, fixed_shape=True, concurrent=LANES)
         self._trt = self._cudart = None
-        self._runtime = self._engine = self._runtime_config = self._runtime_cache = self._context = None
-        self._stream = None
-        # Per I/O tensor name: pinned host memory, device memory, and a numpy view of the host memory.
-        self._host: dict[str, int] = {}
-        self._device: dict[str, int] = {}
-        self._views: dict[str, np.ndarray] = {}
+        self._runtime = self._engine = self._runtime_config = self._runtime_cache = None
+        self._lanes: list[Lane] = []
+        self._free: queue.Queue[Lane] = queue.Queue()  # the lanes not running a call
         self._dtypes: dict[str, type] = {}  # per I/O tensor, in the engine's order (known once activated)
         self._pixel_outputs = False  # the engine has sr_pixels / sr_sum
-        self._lock = threading.Lock()
         # TensorRT-RTX at the last activate(): True when the runtime cache on disk was accepted (no JIT), False
         # when it was rejected (made for another GPU, driver or version), None when there was none.
         self.runtime_cache_accepted: bool | None = None
@@ -170,7 +187,7 @@ class TensorRTBackend(Backend):
         self._allocate()
 
     def _load(self, device: CudaDevice) -> None:
-        """Runtime, validity, engine, I/O check, runtime cache and context (api_usage.py's run_inference)."""
+        """Runtime, validity, engine, I/O check, runtime cache and contexts (api_usage.py's run_inference)."""
         trt, path = self._trt, self.engine_path
         logger = process_logger(trt)
         logger.reason()  # forget what earlier objects logged
@@ -217,14 +234,17 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"{path}: TensorRT-RTX rejected its runtime cache ({logger.reason()})")
             if not cached:  # none yet, or made for another GPU, driver or version: the JIT compiles now
                 print("compiling for this GPU (first run only)...", file=sys.stderr, flush=True)
-            self._context = self._engine.create_execution_context(self._runtime_config)
-        else:
-            self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise BackendError(
-                f"{path}: no execution context (out of GPU memory, or kernel compilation failed: "
-                f"{logger.reason() or 'no reason given'})"
-            )
+        for _ in range(LANES):
+            self._lanes.append(Lane())
+            if self.flavor == "rtx":
+                self._lanes[-1].context = self._engine.create_execution_context(self._runtime_config)
+            else:
+                self._lanes[-1].context = self._engine.create_execution_context()
+            if self._lanes[-1].context is None:
+                raise BackendError(
+                    f"{path}: no execution context (out of GPU memory, or kernel compilation failed: "
+                    f"{logger.reason() or 'no reason given'})"
+                )
 
     def _check_io(self) -> None:
         """The engine's I/O is FP32 `lr` in and `sr` out, with or without (an engine of an earlier export) the
@@ -256,23 +276,24 @@ class TensorRTBackend(Backend):
         return value[0] if len(value) == 1 else None
 
     def _allocate(self) -> None:
-        """Stream and buffers for the profile's largest input, each output sized as the context says."""
-        # TensorRT objects are only ever held on self, never in locals: a traceback would keep them alive
-        # past _release() and break the teardown order.
+        """Each lane's stream and buffers for the profile's largest input, each output sized as its context says."""
+        # TensorRT objects are only ever held on self (its lanes), never in locals: a traceback would keep them
+        # alive past _release() and break the teardown order.
         cudart = self._cudart
         largest = tuple(self._engine.get_tensor_profile_shape(INPUT_NAME, 0)[2])
-        if not self._context.set_input_shape(INPUT_NAME, largest):
-            raise BackendError(f"{self.engine_path}: the engine rejects its own largest input shape {largest}; {REBUILD}")
-        self._stream = self._cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        for name, dtype in self._dtypes.items():
-            count = math.prod(tuple(self._context.get_tensor_shape(name)))
-            size = count * np.dtype(dtype).itemsize
-            self._host[name] = self._cuda(cudart.cudaMallocHost(size), f"{size >> 20} MiB of pinned memory for {name}")
-            self._device[name] = self._cuda(cudart.cudaMalloc(size), f"{size >> 20} MiB of device memory for {name}")
-            self._views[name] = np.ctypeslib.as_array((ctypes.c_ubyte * size).from_address(self._host[name])).view(dtype)
-            # Every I/O tensor needs an address, also an output a call does not copy back.
-            if not self._context.set_tensor_address(name, self._device[name]):
-                raise BackendError(f"{self.engine_path}: set_tensor_address({name}) failed")
+        for lane in self._lanes:
+            if not lane.context.set_input_shape(INPUT_NAME, largest):
+                raise BackendError(f"{self.engine_path}: the engine rejects its own largest input shape {largest}; {REBUILD}")
+            lane.stream = self._cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
+            for name, dtype in self._dtypes.items():
+                size = math.prod(tuple(lane.context.get_tensor_shape(name))) * np.dtype(dtype).itemsize
+                lane.host[name] = self._cuda(cudart.cudaMallocHost(size), f"{size >> 20} MiB of pinned memory for {name}")
+                lane.device[name] = self._cuda(cudart.cudaMalloc(size), f"{size >> 20} MiB of device memory for {name}")
+                lane.views[name] = np.ctypeslib.as_array((ctypes.c_ubyte * size).from_address(lane.host[name])).view(dtype)
+                # Every I/O tensor needs an address, also an output a call does not copy back.
+                if not lane.context.set_tensor_address(name, lane.device[name]):
+                    raise BackendError(f"{self.engine_path}: set_tensor_address({name}) failed")
+            self._free.put(lane)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         def fill(pinned: np.ndarray) -> None:
@@ -290,24 +311,28 @@ class TensorRTBackend(Backend):
         return pixels, nonfinite(checksums)
 
     def _run(self, shape: tuple[int, ...], fill: Callable[[np.ndarray], object], outputs: tuple[str, ...]) -> list[np.ndarray]:
-        """Set the input shape, let `fill` write the pinned input, copy it in, execute, copy `outputs` back,
-        wait: copies of them (the pinned memory is reused by the next call)."""
-        with self._lock:  # one set of pinned buffers and one stream: one call at a time
-            cudart, stream = self._cudart, self._stream
-            if not self._context.set_input_shape(INPUT_NAME, shape):
+        """In a free lane (waiting for one): set the input shape, let `fill` write the pinned input, copy it in,
+        execute, copy `outputs` back, wait for the lane's stream: copies of them (the lane's pinned memory is
+        reused by its next call). The wait releases the GIL, so another thread fills the other lane meanwhile."""
+        lane = self._free.get()
+        try:
+            cudart, stream = self._cudart, lane.stream
+            if not lane.context.set_input_shape(INPUT_NAME, shape):
                 raise BackendError(f"{self.name}: the engine rejects input shape {shape} ({self.limits})")
-            fill(self._views[INPUT_NAME][: math.prod(shape)].reshape(shape))
+            fill(lane.views[INPUT_NAME][: math.prod(shape)].reshape(shape))
             h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
             size = math.prod(shape) * 4
-            self._cuda(cudart.cudaMemcpyAsync(self._device[INPUT_NAME], self._host[INPUT_NAME], size, h2d, stream), "copy to the GPU")
-            if not self._context.execute_async_v3(int(stream)):
+            self._cuda(cudart.cudaMemcpyAsync(lane.device[INPUT_NAME], lane.host[INPUT_NAME], size, h2d, stream), "copy to the GPU")
+            if not lane.context.execute_async_v3(int(stream)):
                 raise BackendError(f"{self.name}: execute_async_v3 failed for shape {shape}")
-            shapes = {name: tuple(self._context.get_tensor_shape(name)) for name in outputs}
+            shapes = {name: tuple(lane.context.get_tensor_shape(name)) for name in outputs}
             for name, out_shape in shapes.items():
-                size = math.prod(out_shape) * self._views[name].itemsize
-                self._cuda(cudart.cudaMemcpyAsync(self._host[name], self._device[name], size, d2h, stream), f"copy {name} from the GPU")
+                size = math.prod(out_shape) * lane.views[name].itemsize
+                self._cuda(cudart.cudaMemcpyAsync(lane.host[name], lane.device[name], size, d2h, stream), f"copy {name} from the GPU")
             self._cuda(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-            return [self._views[name][: math.prod(out_shape)].reshape(out_shape).copy() for name, out_shape in shapes.items()]
+            return [lane.views[name][: math.prod(out_shape)].reshape(out_shape).copy() for name, out_shape in shapes.items()]
+        finally:
+            self._free.put(lane)
 
     def _release(self) -> list[str]:
         """Free everything held: first wait for the stream (memory that execute_async_v3 may still use must
@@ -317,9 +342,11 @@ class TensorRTBackend(Backend):
         saved is a warning (the next run compiles again), not a failure of this run."""
         failures = []
         cudart = self._cudart
-        if self._stream is not None and (error := cudart.cudaStreamSynchronize(self._stream)[0]) != cudart.cudaError_t.cudaSuccess:
-            failures.append(f"cudaStreamSynchronize: {getattr(error, 'name', error)}")
-        self._context = None
+        for lane in self._lanes:
+            if lane.stream is not None and (error := cudart.cudaStreamSynchronize(lane.stream)[0]) != cudart.cudaError_t.cudaSuccess:
+                failures.append(f"cudaStreamSynchronize: {getattr(error, 'name', error)}")
+        for lane in self._lanes:
+            lane.context = None
         if self._runtime_cache is not None:
             blob = self._runtime_cache.serialize()
             try:
@@ -330,10 +357,13 @@ class TensorRTBackend(Backend):
                 warnings.warn(f"{self.name}: the runtime cache was not saved ({exc}); the next run compiles again", stacklevel=2)
         self._runtime_cache = self._runtime_config = None
         self._engine = self._runtime = None
-        self._views = {}
-        handles = [(pointer, "cudaFree") for pointer in self._device.values()] + [(pointer, "cudaFreeHost") for pointer in self._host.values()]
-        handles += [(self._stream, "cudaStreamDestroy")] if self._stream is not None else []
-        self._device, self._host, self._stream = {}, {}, None
+        handles = []
+        for lane in self._lanes:
+            handles += [(pointer, "cudaFree") for pointer in lane.device.values()]
+            handles += [(pointer, "cudaFreeHost") for pointer in lane.host.values()]
+            handles += [(lane.stream, "cudaStreamDestroy")] if lane.stream is not None else []
+            lane.views, lane.device, lane.host, lane.stream = {}, {}, {}, None
+        self._lanes, self._free = [], queue.Queue()
         for handle, free in handles:
             if (error := getattr(cudart, free)(handle)[0]) != cudart.cudaError_t.cudaSuccess:
                 failures.append(f"{free}: {getattr(error, 'name', error)}")

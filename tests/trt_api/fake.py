@@ -17,6 +17,7 @@ import enum
 import inspect
 import json
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -115,6 +116,8 @@ class Scenario:
     # they come back in BGR order, as a wrong boundary in the graph would give.
     pixel_outputs: bool = True
     swapped_pixels: bool = False
+    barrier: threading.Barrier | None = None  # execute_async_v3 waits there (to prove that calls overlap)
+    executed_on: list[int] = field(default_factory=list)  # the stream of each execute_async_v3
     cache_accepts: bool = True  # IRuntimeCache.deserialize's answer
     out_of_memory_at: int | None = None  # fail the n-th (0-based) cudaMalloc / cudaMallocHost
     events: list[str] = field(default_factory=list)
@@ -209,6 +212,9 @@ class FakeTrt:
                     return False
                 if set(self._addresses) != set(s.io_names()):  # TensorRT refuses to run with an address unset
                     return False
+                s.executed_on.append(int(stream_handle))
+                if s.barrier is not None:
+                    s.barrier.wait()
 
                 def tensor(name: str, ctype: type) -> np.ndarray:
                     shape = self.get_tensor_shape(name)
