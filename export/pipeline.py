@@ -155,7 +155,7 @@ def run_export(cfg: ExportConfig) -> ExportResult:
             engines.append(result)
             step(f"{MODULES[flavor]} engine" + (" (reused)" if result.reused else ""), t)
             if result.reused:
-                notes.append(f"{engine_name}: reused (same ONNX sha256, {flavor} version, profile, options and GPU)")
+                notes.append(f"{engine_name}: reused (same graph: the ONNX file and the pixel outputs; same {flavor} version, profile, options and GPU)")
         artifacts = [
             _artifact(onnx_paths["fp32"], "onnx", precision="fp32", opset=OPSET),
             _artifact(onnx_paths["fp16"], "onnx", precision="fp16", opset=OPSET, kept_fp32_nodes=list(KEEP_FP32)),
