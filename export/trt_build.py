@@ -234,8 +234,8 @@ def build_engine(
     """Build (or reuse) one engine from `onnx_path` and write it with its sidecar `<engine>.json`.
 
     `reuse_from` is the existing engine in the output folder: it is kept when its sidecar's build key matches,
-    i.e. the same graph (the ONNX bytes with the pixel outputs added), flavour, version, profile, options and GPU, and the file still has its recorded
-    sha256. Standard TensorRT's timing cache is read from beside it and written beside `engine_path`.
+    i.e. the same graph (the ONNX bytes with the pixel outputs added), flavour, version, profile, options
+    and GPU, and the file still has its recorded sha256. Standard TensorRT's timing cache is read from beside it and written beside `engine_path`.
     """
     if reason := flavor_status(flavor):
         raise EngineBuildError(f"cannot build a {flavor} engine: {reason}")
