@@ -21,7 +21,7 @@ from export.trt_build import EngineBuildError, Profile, build_engine
 from tests.conftest import run_script
 
 SIDECAR_KEYS = {
-    "flavor", "module", "version", "onnx_sha256", "opset", "precision", "profile", "io",
+    "flavor", "module", "version", "onnx_sha256", "opset", "precision", "profile", "profiles", "io",
     "target_compute_capabilities", "build_options", "gpu", "engine_sha256", "engine_bytes", "build_key",
 }  # fmt: skip
 
@@ -77,6 +77,7 @@ def test_rtx_engine_and_sidecar_are_complete_and_consistent(exported) -> None:
     default = Profile()
     assert sidecar["profile"]["lr"] == {k: [s[0], 3, s[1], s[2]] for k, s in zip(("min", "opt", "max"), (default.min, default.opt, default.max))}
     assert sidecar["target_compute_capabilities"] == ["SM86", "SM89", "SM120"]
+    assert sidecar["profiles"] == 2  # one per tile the runtime runs at once
     # A real serialized plan: FP16 weights alone are ~280 KB.
     assert sidecar["engine_bytes"] > 1_000_000
 

@@ -25,11 +25,12 @@ from core.metrics import compare
 from core.nvidia import CudaDevice, cuda_device
 from core.thresholds import THRESHOLDS as RUNTIME_THRESHOLDS
 from export.parity import THRESHOLDS, to_nchw
+from export.trt_build import PROFILES as LANES
 from export.trt_build import Profile
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.base import BackendError
 from runtime.backends.choose import self_check
-from runtime.backends.tensorrt import LANES, TensorRTBackend, check_compatibility
+from runtime.backends.tensorrt import TensorRTBackend, check_compatibility
 from runtime.model.source import Model
 from runtime.model.source import engine_sidecar as read_sidecar
 from runtime.tiling import upscale
@@ -221,7 +222,8 @@ def test_the_self_check_holds_the_engines_8bit_path_to_its_float_path(fake_gpu) 
 
 def test_two_calls_run_at_once_each_in_its_own_lane(fake_gpu) -> None:
     """Two threads are inside execute_async_v3 at the same time (the fake waits at a barrier there until both
-    are), each on its own stream; each gets its own tile back."""
+    are), each on its own stream and optimisation profile (the fake refuses two executions on one profile);
+    each gets its own tile back."""
     backend, scenario = fake_gpu()
     tiles = [np.full((1, 24, 24, 3), value, np.uint8) for value in (40, 200)]
     with backend:
@@ -232,6 +234,24 @@ def test_two_calls_run_at_once_each_in_its_own_lane(fake_gpu) -> None:
         assert len(set(scenario.executed_on)) == 2, scenario.executed_on
     for (pixels, broken), tile in zip(results, tiles):
         assert not broken.any() and (pixels == tile[0, 0, 0]).all()
+    assert_released_safely(scenario.events)
+
+
+def test_an_engine_with_one_profile_runs_one_lane_and_a_mismatch_is_refused(fake_gpu, engine: Path) -> None:
+    """An engine of an earlier export has one profile and a sidecar without `profiles`: one lane, one call at
+    a time. A sidecar that promises more profiles than the engine has is refused before any context."""
+    backend, scenario = fake_gpu(profiles=1)
+    with pytest.raises(BackendError, match="the engine has 1 optimisation profiles, its sidecar says 2; rebuild"):
+        backend.activate()
+    assert "create IExecutionContext" not in scenario.events
+    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    del sidecar["profiles"]
+    engine.with_suffix(".json").write_text(json.dumps(sidecar))
+    backend, scenario = fake_gpu(profiles=1)
+    with backend:
+        assert backend.limits.concurrent == tile_config(backend.limits).in_flight == 1
+        np.testing.assert_array_equal(backend.infer_pixels(np.full((1, 20, 20, 3), 9, np.uint8))[0], 9)
+    assert scenario.events.count("create IExecutionContext") == 1
     assert_released_safely(scenario.events)
 
 

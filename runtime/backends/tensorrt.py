@@ -6,11 +6,14 @@ sidecar is checked before anything is deserialized; TensorRT-RTX's get_engine_va
 diagnostics bits named, SUBOPTIMAL a warning); the engine's I/O must be the contract's FP32 `lr` / `sr`,
 and, from this exporter, the pixel outputs `sr_pixels` (uint8) / `sr_sum` of core/boundary.py: 8-bit tiles
 then go in through the host's `to_model`, written straight into the pinned input, and come back as bytes
-(16x fewer than floats, and no conversion on the host). Two lanes, each an execution context with its own
-non-default stream and buffers (pinned on the host and on the device, one pair per I/O tensor, allocated
-once, sized by the context for the profile's largest input), run two calls at once, so that one tile's
-copies and host work overlap another's compute (NVIDIA's "Best Practices", streaming: one context per
-stream); execute_async_v3; only the outputs a call needs are copied back. TensorRT-RTX compiles its
+(16x fewer than floats, and no conversion on the host). One lane per optimisation profile of the engine
+(export/trt_build.py builds two copies of its profile), each an execution context on its own profile with
+its own non-default stream and buffers (pinned on the host and on the device, one pair per I/O tensor,
+allocated once, sized by the context for the profile's largest input), runs one call at a time, so two
+calls overlap: one tile's copies and host work hide behind the other's compute. Concurrent contexts of a
+dynamic-shape engine must each use a separate profile (NvInferRuntime.h, createExecutionContext), set with
+set_optimization_profile_async on the lane's stream. execute_async_v3; only the outputs a call needs are
+copied back. TensorRT-RTX compiles its
 kernels for the actual GPU in create_execution_context (15-30 s the first time), so a runtime cache, shared
 by the lanes' contexts, is kept in the user cache, keyed by the engine's sha256, and saved when the backend
 is released. Every way of not running here is a BackendError from activate() (which then frees
@@ -120,15 +123,11 @@ def diagnostics(trt: ModuleType, bits: int) -> list[str]:
     return [name for name, flag in members if int(bits) & int(flag)]
 
 
-# Calls that run at once, each in its own lane: two are enough for one call's copies and host work to hide
-# behind the other's compute; each costs a context's activation memory and a set of buffers.
-LANES = 2
-
-
 @dataclass
 class Lane:
-    """One execution context with its own stream and buffers: per I/O tensor name, pinned host memory,
-    device memory, and a numpy view of the host memory. A lane runs one call at a time."""
+    """One execution context, on an optimisation profile of its own, with its own stream and buffers: per I/O
+    tensor name, pinned host memory, device memory, and a numpy view of the host memory. A lane runs one
+    call at a time; each costs a context's activation memory and a set of buffers."""
 
     context: object = None
     stream: object = None
@@ -147,9 +146,12 @@ class TensorRTBackend(Backend):
         try:
             profile = next(iter(self.sidecar["profile"].values()))
             (_, _, h0, w0), (n1, _, h1, w1) = (tuple(map(int, profile[k])) for k in ("min", "max"))
+            lanes = int(self.sidecar.get("profiles", 1))  # engines of earlier exports have one profile
+            if lanes < 1:
+                raise ValueError(lanes)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise BackendError(f"{self.engine_path}: its sidecar's profile is malformed; {REBUILD}") from None
-        self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1, fixed_shape=True, concurrent=LANES)
+        self._limits = Limits(min_side=max(h0, w0), max_side=min(h1, w1), max_batch=n1, fixed_shape=True, concurrent=lanes)
         self._trt = self._cudart = None
         self._runtime = self._engine = self._runtime_config = self._runtime_cache = None
         self._lanes: list[Lane] = []
@@ -234,7 +236,12 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"{path}: TensorRT-RTX rejected its runtime cache ({logger.reason()})")
             if not cached:  # none yet, or made for another GPU, driver or version: the JIT compiles now
                 print("compiling for this GPU (first run only)...", file=sys.stderr, flush=True)
-        for _ in range(LANES):
+        if self._engine.num_optimization_profiles != self._limits.concurrent:
+            raise BackendError(
+                f"{path}: the engine has {self._engine.num_optimization_profiles} optimisation profiles, its sidecar "
+                f"says {self._limits.concurrent}; {REBUILD}"
+            )
+        for _ in range(self._limits.concurrent):
             self._lanes.append(Lane())
             if self.flavor == "rtx":
                 self._lanes[-1].context = self._engine.create_execution_context(self._runtime_config)
@@ -276,15 +283,19 @@ class TensorRTBackend(Backend):
         return value[0] if len(value) == 1 else None
 
     def _allocate(self) -> None:
-        """Each lane's stream and buffers for the profile's largest input, each output sized as its context says."""
+        """Each lane's stream, its profile (lane i, profile i), and buffers for the profile's largest input, each
+        output sized as its context says."""
         # TensorRT objects are only ever held on self (its lanes), never in locals: a traceback would keep them
         # alive past _release() and break the teardown order.
         cudart = self._cudart
-        largest = tuple(self._engine.get_tensor_profile_shape(INPUT_NAME, 0)[2])
-        for lane in self._lanes:
+        for index, lane in enumerate(self._lanes):
+            lane.stream = self._cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
+            if not lane.context.set_optimization_profile_async(index, int(lane.stream)):
+                raise BackendError(f"{self.engine_path}: the engine refuses optimisation profile {index}; {REBUILD}")
+            self._cuda(cudart.cudaStreamSynchronize(lane.stream), "cudaStreamSynchronize")  # the switch may copy
+            largest = tuple(self._engine.get_tensor_profile_shape(INPUT_NAME, index)[2])
             if not lane.context.set_input_shape(INPUT_NAME, largest):
                 raise BackendError(f"{self.engine_path}: the engine rejects its own largest input shape {largest}; {REBUILD}")
-            lane.stream = self._cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
             for name, dtype in self._dtypes.items():
                 size = math.prod(tuple(lane.context.get_tensor_shape(name))) * np.dtype(dtype).itemsize
                 lane.host[name] = self._cuda(cudart.cudaMallocHost(size), f"{size >> 20} MiB of pinned memory for {name}")

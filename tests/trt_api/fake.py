@@ -118,6 +118,9 @@ class Scenario:
     swapped_pixels: bool = False
     barrier: threading.Barrier | None = None  # execute_async_v3 waits there (to prove that calls overlap)
     executed_on: list[int] = field(default_factory=list)  # the stream of each execute_async_v3
+    profiles: int = 2  # the engine's optimisation profiles (this exporter builds two copies of one)
+    contexts: int = 0  # made so far: the first gets profile 0 implicitly, the others none until set
+    running: dict[int, int] = field(default_factory=dict)  # profile -> executions in progress
     cache_accepts: bool = True  # IRuntimeCache.deserialize's answer
     out_of_memory_at: int | None = None  # fail the n-th (0-based) cudaMalloc / cudaMallocHost
     events: list[str] = field(default_factory=list)
@@ -191,6 +194,14 @@ class FakeTrt:
                 super().__init__()
                 object.__setattr__(self, "_shape", None)
                 object.__setattr__(self, "_addresses", {})
+                object.__setattr__(self, "_profile", 0 if s.contexts == 0 else None)
+                s.contexts += 1
+
+            def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
+                if not s.use_stream(stream_handle, "set_optimization_profile_async") or not 0 <= profile_index < s.profiles:
+                    return False
+                object.__setattr__(self, "_profile", profile_index)
+                return True
 
             def set_input_shape(self, name: str, shape: tuple) -> bool:
                 ok = s.set_input_shape and all(a <= b <= c for a, b, c in zip(s.profile[0], shape, s.profile[2]))
@@ -212,9 +223,17 @@ class FakeTrt:
                     return False
                 if set(self._addresses) != set(s.io_names()):  # TensorRT refuses to run with an address unset
                     return False
-                s.executed_on.append(int(stream_handle))
-                if s.barrier is not None:
-                    s.barrier.wait()
+                # Concurrent contexts of a dynamic-shape engine must each use a separate optimisation profile
+                # (NvInferRuntime.h); the real one would compute garbage, the fake refuses.
+                if self._profile is None or s.running.get(self._profile):
+                    return False
+                s.running[self._profile] = 1
+                try:
+                    s.executed_on.append(int(stream_handle))
+                    if s.barrier is not None:
+                        s.barrier.wait()
+                finally:
+                    s.running[self._profile] = 0
 
                 def tensor(name: str, ctype: type) -> np.ndarray:
                     shape = self.get_tensor_shape(name)
@@ -237,6 +256,10 @@ class FakeTrt:
             def num_io_tensors(self) -> int:
                 return len(s.io_names())
 
+            @property
+            def num_optimization_profiles(self) -> int:
+                return s.profiles
+
             def get_tensor_name(self, index: int) -> str:
                 return s.io_names()[index]
 
@@ -247,6 +270,7 @@ class FakeTrt:
                 return data_type[{"lr": "FLOAT", "sr": s.output_dtype, "sr_pixels": "UINT8", "sr_sum": "FLOAT"}[name]]
 
             def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
+                assert 0 <= profile_index < s.profiles, profile_index
                 return [tuple(shape) for shape in s.profile]
 
             def create_runtime_config(self) -> IRuntimeConfig:
