@@ -60,8 +60,8 @@ class ProfileError(DeployError):
 class Profile:
     """One optimisation profile: (batch, height, width) at min, opt and max; channels are fixed at 3.
 
-    max = the largest tile the runtime sends (a larger max only makes the runtime's buffers bigger: a
-    1024 max quadruples them to ~200 MB pinned + ~200 MB device). opt = 3/4 of it: images above the pixel
+    max = the largest tile the runtime sends (a larger max only makes the runtime's buffers bigger: 63 MiB
+    pinned + 63 MiB device per lane at 512; a 1024 max quadruples them). opt = 3/4 of it: images above the pixel
     budget are cut into equal tiles of about half to all of the max side, so 384 is the middle of what runs.
     min = just above LSANet's 15-pixel floor.
     """
