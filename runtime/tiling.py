@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -256,10 +256,9 @@ def _upscale_once(image, run, config, out, rerun_fp32, progress) -> np.ndarray:
             progress(len(group))
 
     # With in_flight > 1, batches run in worker threads, at most that many at once; results are kept in order,
-    # in this thread (the FP32 rerun too). Leaving early (an error, a signal) cancels what has not started and
-    # waits for what runs, so that nothing the backend holds is released under a running batch. With 1, each
-    # batch runs here: a worker thread's stack and malloc arena would count against the process's memory
-    # limits for nothing (tests/test_oom.py).
+    # in this thread (the FP32 rerun too). Leaving early (an error, a signal) settles what is pending first
+    # (_settle). With 1, each batch runs here: a worker thread's stack and malloc arena would count against
+    # the process's memory limits for nothing (tests/test_oom.py).
     pending: deque = deque()
     pool = ThreadPoolExecutor(config.in_flight, thread_name_prefix="tile") if config.in_flight > 1 else None
     submit = pool.submit if pool is not None else _run_here
@@ -281,10 +280,25 @@ def _upscale_once(image, run, config, out, rerun_fp32, progress) -> np.ndarray:
         while pending:
             collect()
     except BaseException:
-        for *_, future in pending:
-            future.cancel()
+        if pool is not None:
+            _settle([future for *_, future in pending])
         raise
     finally:
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=False)  # its workers are idle by now: every batch was collected or settled
     return out
+
+
+def _settle(futures: list) -> None:
+    """Return once none of `futures` runs: those not started are cancelled, those running waited for. The
+    caller may release the backend next, which must not happen under a running batch, so a signal that
+    interrupts the wait (a second Ctrl-C) only makes it wait again; the error already on its way is then
+    raised. (Not the pool's Thread.join(), which a signal cuts short: bpo-45274, runtime/jobs/channel.py.)"""
+    for future in futures:
+        future.cancel()
+    while True:
+        try:
+            wait(futures)
+            return
+        except BaseException:  # noqa: BLE001 - a signal's exception while waiting: the batches still run
+            continue

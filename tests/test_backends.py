@@ -123,3 +123,17 @@ def test_a_release_that_fails_after_a_failed_load_does_not_hide_the_loads_error(
     with pytest.warns(UserWarning, match=r"releasing a failed load failed too: release failed \(injected\)"):
         with pytest.raises(BackendError, match="cannot load .*missing.onnx"):
             backend.activate()
+
+
+def test_an_openvino_request_that_cannot_be_made_is_a_backend_error(exported, monkeypatch) -> None:
+    """So that `auto` goes on to the next backend; and nothing of the failed load is kept."""
+    import openvino as ov
+
+    def no_memory(self):
+        raise RuntimeError("Exception from src/inference: out of memory (injected)")
+
+    monkeypatch.setattr(ov.CompiledModel, "create_infer_request", no_memory)
+    backend = OpenVINOBackend(exported[0] / "lsanet_x4_fp32.onnx")
+    with pytest.raises(BackendError, match=r"cannot create an inference request .*out of memory \(injected\)"):
+        backend.activate()
+    assert not backend.active and backend._compiled is None and backend._request is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -118,6 +120,7 @@ class Tracked:
 
     def __init__(self, fail_at: int | None = None) -> None:
         self.lock, self.running, self.most, self.calls, self.fail_at = threading.Lock(), 0, 0, 0, fail_at
+        self.delay = 0.02
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
@@ -125,7 +128,7 @@ class Tracked:
             self.most = max(self.most, self.running)
             call, self.calls = self.calls, self.calls + 1
         try:
-            time.sleep(0.02)
+            time.sleep(self.delay)
             if call == self.fail_at:
                 raise RuntimeError("the backend failed (injected)")
             return nearest(batch)
@@ -154,6 +157,25 @@ def test_a_failing_batch_stops_the_image_and_waits_for_the_others() -> None:
     calls = run.calls
     time.sleep(0.1)
     assert run.calls == calls
+
+
+def test_a_second_ctrl_c_does_not_cut_the_wait_for_running_batches_short() -> None:
+    """Two SIGINTs while batches run: upscale raises KeyboardInterrupt only once nothing runs (the backend
+    may be released right after)."""
+    image = np.random.default_rng(5).integers(0, 256, (130, 170, 3), dtype=np.uint8)
+    run = Tracked()
+    run.delay = 0.5
+    timers = [threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)) for delay in (0.2, 0.4)]
+    for timer in timers:
+        timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        upscale(image, run, TileConfig(tile=32, overlap=4, in_flight=2))
+        time.sleep(5)  # not reached: the first signal interrupts upscale
+    running = run.running
+    for timer in timers:
+        timer.join()
+    time.sleep(0.1)  # a second signal still pending is delivered here, outside upscale
+    assert running == 0
 
 
 def test_bad_configs_are_rejected() -> None:

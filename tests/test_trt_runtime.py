@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -228,13 +229,41 @@ def test_two_calls_run_at_once_each_in_its_own_lane(fake_gpu) -> None:
     tiles = [np.full((1, 24, 24, 3), value, np.uint8) for value in (40, 200)]
     with backend:
         assert backend.limits.concurrent == LANES == 2
-        scenario.barrier = threading.Barrier(2, timeout=10)
+        scenario.in_execute = threading.Barrier(2, timeout=10).wait
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(backend.infer_pixels, tiles))
         assert len(set(scenario.executed_on)) == 2, scenario.executed_on
     for (pixels, broken), tile in zip(results, tiles):
         assert not broken.any() and (pixels == tile[0, 0, 0]).all()
     assert_released_safely(scenario.events)
+
+
+def test_a_release_waits_for_running_calls_and_turns_away_waiting_ones(fake_gpu) -> None:
+    """deactivate() while both lanes run and a third call waits for one (Upscaler.close() racing a run): the
+    waiting call gets a BackendError at once, the running ones finish before anything is freed, and the
+    backend activates and runs again afterwards."""
+    backend, scenario = fake_gpu()
+    tile = np.full((1, 20, 20, 3), 50, np.uint8)
+    inside, go = threading.Semaphore(0), threading.Event()
+    scenario.in_execute = lambda: (inside.release(), go.wait(10))
+    backend.activate()
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(backend.infer_pixels, tile) for _ in range(2)]
+        assert inside.acquire(timeout=10) and inside.acquire(timeout=10)  # both lanes are executing
+        waiting = pool.submit(backend.infer_pixels, tile)
+        time.sleep(0.2)
+        released = pool.submit(backend.deactivate)
+        with pytest.raises(BackendError, match="released while this call waited for a lane"):
+            waiting.result(timeout=10)
+        assert not released.done()  # still waiting for the running calls
+        go.set()
+        released.result(timeout=10)
+        assert all((r.result(timeout=10)[0] == 50).all() for r in running)
+    assert_released_safely(scenario.events)
+    assert not scenario.allocations and not scenario.streams
+    scenario.in_execute = None
+    with backend:
+        assert (backend.infer_pixels(tile)[0] == 50).all()
 
 
 def test_an_engine_with_one_profile_runs_one_lane_and_a_mismatch_is_refused(fake_gpu, engine: Path) -> None:

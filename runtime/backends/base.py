@@ -74,7 +74,7 @@ class Backend(ABC):
         except BaseException:
             try:
                 self.deactivate_impl()
-            except BackendError as released:  # the activation's own error is the one to report
+            except Exception as released:  # noqa: BLE001 - the activation's own error is the one to report
                 warnings.warn(f"{self.name}: releasing a failed load failed too: {released}", stacklevel=2)
             raise
         self.active = True

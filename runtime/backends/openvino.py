@@ -83,7 +83,10 @@ class OpenVINOBackend(Backend):
         if used != PRECISIONS[self._precision]:
             raise BackendError(f"openvino: asked for {self._precision}, the CPU plugin computes in {used}")
         self._compiled = compiled
-        self._request = compiled.create_infer_request()
+        try:
+            self._request = compiled.create_infer_request()
+        except RuntimeError as exc:  # the request allocates the model's memory
+            raise BackendError(f"openvino: cannot create an inference request for {self.onnx_path}: {first_line(exc)}") from None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         if self._request is None:  # after an out-of-memory: the model compiled again, from the model cache

@@ -26,8 +26,8 @@ from __future__ import annotations
 import ctypes
 import importlib
 import math
-import queue
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,7 +155,9 @@ class TensorRTBackend(Backend):
         self._trt = self._cudart = None
         self._runtime = self._engine = self._runtime_config = self._runtime_cache = None
         self._lanes: list[Lane] = []
-        self._free: queue.Queue[Lane] = queue.Queue()  # the lanes not running a call
+        self._idle: list[Lane] = []  # ready lanes not running a call
+        self._ready = 0  # lanes set up and not yet released: 0 while none can take a call
+        self._turn = threading.Condition()  # guards _idle and _ready
         self._dtypes: dict[str, type] = {}  # per I/O tensor, in the engine's order (known once activated)
         self._pixel_outputs = False  # the engine has sr_pixels / sr_sum
         # TensorRT-RTX at the last activate(): True when the runtime cache on disk was accepted (no JIT), False
@@ -304,7 +306,10 @@ class TensorRTBackend(Backend):
                 # Every I/O tensor needs an address, also an output a call does not copy back.
                 if not lane.context.set_tensor_address(name, lane.device[name]):
                     raise BackendError(f"{self.engine_path}: set_tensor_address({name}) failed")
-            self._free.put(lane)
+            with self._turn:
+                self._idle.append(lane)
+                self._ready += 1
+                self._turn.notify()
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         def fill(pinned: np.ndarray) -> None:
@@ -325,7 +330,7 @@ class TensorRTBackend(Backend):
         """In a free lane (waiting for one): set the input shape, let `fill` write the pinned input, copy it in,
         execute, copy `outputs` back, wait for the lane's stream: copies of them (the lane's pinned memory is
         reused by its next call). The wait releases the GIL, so another thread fills the other lane meanwhile."""
-        lane = self._free.get()
+        lane = self._take()
         try:
             cudart, stream = self._cudart, lane.stream
             if not lane.context.set_input_shape(INPUT_NAME, shape):
@@ -343,16 +348,43 @@ class TensorRTBackend(Backend):
             self._cuda(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
             return [lane.views[name][: math.prod(out_shape)].reshape(out_shape).copy() for name, out_shape in shapes.items()]
         finally:
-            self._free.put(lane)
+            with self._turn:
+                self._idle.append(lane)
+                self._turn.notify_all()
+
+    def _take(self) -> Lane:
+        """A lane not running a call, after waiting for one; BackendError once the backend is being released."""
+        with self._turn:
+            while self._ready and not self._idle:
+                self._turn.wait()
+            if not self._ready:
+                raise BackendError(f"{self.name}: the backend was released while this call waited for a lane")
+            return self._idle.pop()
+
+    def _settle_lanes(self) -> None:
+        """No call takes a lane from now on, and calls running finish first: their memory must not be freed
+        under them. A signal that interrupts the wait (a second Ctrl-C) only makes it wait again; a call
+        holds its lane for one tile at most."""
+        with self._turn:
+            ready, self._ready = self._ready, 0
+            self._turn.notify_all()  # calls waiting for a lane give up
+            while len(self._idle) < ready:
+                try:
+                    self._turn.wait()
+                except BaseException:  # noqa: BLE001 - a signal's exception: the calls still run, so wait on
+                    continue
+            self._idle = []
 
     def _release(self) -> list[str]:
-        """Free everything held: first wait for the stream (memory that execute_async_v3 may still use must
-        not be freed before it is synchronised: tensorrt-notes, also on error and interrupt paths), then in
+        """Free everything held: first let running calls finish (_settle_lanes) and wait for the streams
+        (memory that execute_async_v3 may still use must not be freed before it is synchronised:
+        tensorrt-notes, also on error and interrupt paths), then in
         TensorRT's order (context, runtime cache saved then freed with its config, engine, runtime), then the
         CUDA memory and stream; returns what failed, freeing the rest anyway. A runtime cache that cannot be
         saved is a warning (the next run compiles again), not a failure of this run."""
         failures = []
         cudart = self._cudart
+        self._settle_lanes()
         for lane in self._lanes:
             if lane.stream is not None and (error := cudart.cudaStreamSynchronize(lane.stream)[0]) != cudart.cudaError_t.cudaSuccess:
                 failures.append(f"cudaStreamSynchronize: {getattr(error, 'name', error)}")
@@ -374,7 +406,7 @@ class TensorRTBackend(Backend):
             handles += [(pointer, "cudaFreeHost") for pointer in lane.host.values()]
             handles += [(lane.stream, "cudaStreamDestroy")] if lane.stream is not None else []
             lane.views, lane.device, lane.host, lane.stream = {}, {}, {}, None
-        self._lanes, self._free = [], queue.Queue()
+        self._lanes = []
         for handle, free in handles:
             if (error := getattr(cudart, free)(handle)[0]) != cudart.cudaError_t.cudaSuccess:
                 failures.append(f"{free}: {getattr(error, 'name', error)}")
