@@ -213,3 +213,26 @@ def test_gpu_check_says_when_pytest_is_missing(monkeypatch, tmp_path) -> None:
     gc.check_suite(CudaDevice("NVIDIA H100 80GB HBM3", "9.0", "12.8", 81559), tmp_path, report)
     (check,) = report.checks
     assert check["status"] == "SKIP" and check["detail"].startswith("pytest is not installed"), check
+
+
+def test_gpu_check_times_batches_in_flight_where_the_backend_runs_several(small_gpu_check, exported, weights_path, tmp_path, monkeypatch) -> None:
+    """A backend that runs two calls at once (a TensorRT engine's lanes; here ONNX Runtime CPU, whose
+    session may be run from two threads) gets the throughput in flight and beside it one batch at a time."""
+    import dataclasses
+
+    from runtime.backends.onnxruntime import ORTBackend
+
+    class TwoAtOnce(ORTBackend):
+        @property
+        def limits(self):
+            return dataclasses.replace(super().limits, concurrent=2)
+
+    gc = small_gpu_check
+    monkeypatch.setenv("LSANET_CACHE", str(tmp_path / "cache"))
+    report = gc.Report()
+    refs = gc.References(exported[0], weights_path, report)
+    with TwoAtOnce(exported[0] / "lsanet_x4_fp32.onnx", "fp32", "cpu") as backend:
+        gc.check_tiles("two", backend, refs, report)
+    details = {c["name"]: c for c in report.checks}
+    assert {name: c["status"] for name, c in details.items()} == {"two multi-tile": "PASS", "two throughput": "PASS", "two in flight": "PASS"}
+    assert details["two throughput"]["in_flight"] == 2 and details["two in flight"]["speedup"] > 0
