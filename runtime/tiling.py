@@ -242,7 +242,7 @@ def _upscale_once(image, run, config, out, rerun_fp32, progress) -> np.ndarray:
 
     def keep(group: list[Tile], batch: np.ndarray, result: np.ndarray, bad: np.ndarray) -> None:
         if bad.any() and rerun_fp32 is not None:
-            warnings.warn(f"{int(bad.sum())} tile(s) came back with NaN/Inf; rerunning them in FP32", stacklevel=4)
+            warnings.warn(f"{int(bad.sum())} tile(s) came back with NaN/Inf; rerunning them in FP32", stacklevel=5)
             result[bad], bad[bad] = rerun_fp32(batch[bad])
         if bad.any():
             raise FloatingPointError(f"{int(bad.sum())} tile(s) came back with NaN/Inf and no FP32 rerun is available")
