@@ -27,6 +27,7 @@ class Thresholds:
     # +-0.5 grey input perturbation moves in FP32 itself, plus 0.2% of pixels. Measured FP16: 0.054 vs
     # 0.083 (checkerboard), 0.144 vs 0.168 (binary noise), 0.0012 vs 0.048 (uniform noise).
     chaotic_ratio: float = 1.5
+    chaotic_slack: float = 0.002
     # A backend's 8-bit path (core/boundary.py in its graph or on its device) against its own float path with
     # the host's conversion, in levels: the same float32 operations, and on the CPU the same bytes (ONNX
     # Runtime, PyTorch: tests/test_boundary.py). On a GPU the two are separate runs, which may pick different
@@ -34,7 +35,6 @@ class Thresholds:
     # fuses the x255 into its last kernels, moved 58 of 3.1 million values of a 256x256 photo tile so).
     # A swapped channel or a wrong scale is off by tens of levels.
     pixel_path_levels: int = 1
-    chaotic_slack: float = 0.002
 
 
 THRESHOLDS = Thresholds()

@@ -61,8 +61,9 @@ class Profile:
     """One optimisation profile: (batch, height, width) at min, opt and max; channels are fixed at 3.
 
     max = the largest tile the runtime sends (a larger max only makes the runtime's buffers bigger: 63 MiB
-    pinned + 63 MiB device per lane at 512; a 1024 max quadruples them). opt = 3/4 of it: images above the pixel
-    budget are cut into equal tiles of about half to all of the max side, so 384 is the middle of what runs.
+    pinned + 63 MiB device per lane at 512; a 1024 max quadruples them). opt = 3/4 of it: images above the
+    pixel budget are cut into equal tiles of about half to all of the max side, so 384 is the middle of
+    what runs.
     min = just above LSANet's 15-pixel floor.
     """
 
@@ -240,7 +241,8 @@ def build_engine(
 
     `reuse_from` is the existing engine in the output folder: it is kept when its sidecar's build key matches,
     i.e. the same graph (the ONNX bytes with the pixel outputs added), flavour, version, profile, options
-    and GPU, and the file still has its recorded sha256. Standard TensorRT's timing cache is read from beside it and written beside `engine_path`.
+    and GPU, and the file still has its recorded sha256. Standard TensorRT's timing cache is read from
+    beside it and written beside `engine_path`.
     """
     if reason := flavor_status(flavor):
         raise EngineBuildError(f"cannot build a {flavor} engine: {reason}")

@@ -293,7 +293,9 @@ def _settle(futures: list) -> None:
     """Return once none of `futures` runs: those not started are cancelled, those running waited for. The
     caller may release the backend next, which must not happen under a running batch, so a signal that
     interrupts the wait (a second Ctrl-C) only makes it wait again; the error already on its way is then
-    raised. (Not the pool's Thread.join(), which a signal cuts short: bpo-45274, runtime/jobs/channel.py.)"""
+    raised. (Not the pool's Thread.join(), which a signal cuts short: bpo-45274, runtime/jobs/channel.py; and
+    not core/signals.py interrupts_deferred, which holds signals only under the command's own handler, while
+    a library caller's Ctrl-C is Python's KeyboardInterrupt.)"""
     for future in futures:
         future.cancel()
     while True:

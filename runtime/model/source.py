@@ -41,7 +41,8 @@ class Model:
 
 def onnx_precision(path: Path) -> str:
     """'fp16' when the graph's weights are FP16 (its I/O is FP32 either way), else 'fp32'. Read through
-    OpenVINO's ONNX frontend (no protobuf parse of the whole file in Python), asked for ONNX alone so that a file that is not one is refused in one line, not tried by every frontend."""
+    OpenVINO's ONNX frontend (no protobuf parse of the whole file in Python), asked for ONNX alone so that
+    a file that is not one is refused in one line, not tried by every frontend."""
     from openvino.frontend import FrontEndManager
 
     frontend = FrontEndManager().load_by_framework("onnx")
